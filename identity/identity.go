@@ -1,0 +1,418 @@
+// Package identity is Sortie's OIDC provider and its tenant model: organizations and
+// environments, machine credentials with roles and scopes, the signing keys (rotated,
+// encrypted at rest) and the client-credentials token endpoint, plus the one token verifier
+// every API surface uses.
+package identity
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sortie-dev/sortie/store"
+)
+
+// Config is what the identity service needs to know about its deployment.
+type Config struct {
+	// Issuer is the token issuer: the server's public URL.
+	Issuer string
+	// Audiences are the accepted token audiences; the first is the default.
+	Audiences []string
+	// TokenTTL is the lifetime of issued tokens.
+	TokenTTL time.Duration
+	// KeyRotation is how long one key signs before a new one takes over.
+	KeyRotation time.Duration
+	// MasterKey (32 bytes) encrypts signing keys and keys the client-secret hash.
+	MasterKey []byte
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Registerer receives the service's metrics; nil means none.
+	Registerer prometheus.Registerer
+}
+
+// Service is the identity service: token issuance and the tenant's admin operations.
+// REST and Connect handlers both call it; it applies the caller's tenant to every store
+// access.
+type Service struct {
+	log       *slog.Logger
+	st        store.Store
+	keys      *Keyring
+	verifier  *Verifier
+	issuer    string
+	audiences []string
+	ttl       time.Duration
+	hashKey   []byte
+	now       func() time.Time
+	byClient  *failureLimiter
+	byAddress *failureLimiter
+	issued    prometheus.Counter
+	failures  *prometheus.CounterVec
+}
+
+// Failed token attempts allowed per window before further attempts are refused.
+const (
+	maxFailuresPerClient  = 10
+	maxFailuresPerAddress = 30
+	failureWindowLength   = time.Minute
+)
+
+// New loads (or creates) the signing keys and returns the service. It fails with
+// ErrMasterKeyMismatch when cfg.MasterKey cannot decrypt the stored keys.
+func New(ctx context.Context, log *slog.Logger, st store.Store, cfg Config) (*Service, error) {
+	if cfg.Issuer == "" || len(cfg.Audiences) == 0 {
+		return nil, errors.New("identity: issuer and at least one audience are required")
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	keys, err := NewKeyring(ctx, log, st, cfg.MasterKey, cfg.KeyRotation, cfg.TokenTTL, now)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		log: log, st: st, keys: keys,
+		verifier:  NewVerifier(keys, cfg.Issuer, cfg.Audiences, now),
+		issuer:    cfg.Issuer,
+		audiences: slices.Clone(cfg.Audiences),
+		ttl:       cfg.TokenTTL,
+		hashKey:   deriveKey(cfg.MasterKey, "sortie client secret hash"),
+		now:       now,
+		byClient:  newFailureLimiter(maxFailuresPerClient, failureWindowLength, now),
+		byAddress: newFailureLimiter(maxFailuresPerAddress, failureWindowLength, now),
+		issued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sortie_tokens_issued_total", Help: "Access tokens issued by the token endpoint.",
+		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sortie_token_failures_total", Help: "Refused token requests by OAuth error code.",
+		}, []string{"error"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.issued, s.failures)
+	}
+	return s, nil
+}
+
+// Keys returns the keyring, for the JWKS route and key maintenance.
+func (s *Service) Keys() *Keyring { return s.keys }
+
+// Verifier returns the token verifier.
+func (s *Service) Verifier() *Verifier { return s.verifier }
+
+// Issuer returns the token issuer.
+func (s *Service) Issuer() string { return s.issuer }
+
+// Ping reports whether the store is reachable.
+func (s *Service) Ping(ctx context.Context) error { return s.st.Ping(ctx) }
+
+// TokenResponse is the successful reply of the token endpoint.
+type TokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope"`
+}
+
+// Token runs the client-credentials grant for a parsed request from remoteAddr (the client's
+// IP). Failures are OAuth errors that never reveal whether the client id exists; failed
+// attempts are rate-limited per client id and per address.
+func (s *Service) Token(ctx context.Context, req TokenRequest, remoteAddr string) (TokenResponse, *OAuthError) {
+	resp, oerr := s.token(ctx, req, remoteAddr)
+	if oerr != nil {
+		s.failures.WithLabelValues(oerr.Code).Inc()
+		return TokenResponse{}, oerr
+	}
+	s.issued.Inc()
+	return resp, nil
+}
+
+func (s *Service) token(ctx context.Context, req TokenRequest, remoteAddr string) (TokenResponse, *OAuthError) {
+	clientKey, addrKey := "c:"+req.ClientID, "a:"+remoteAddr
+	for _, lim := range []struct {
+		l   *failureLimiter
+		key string
+	}{{s.byClient, clientKey}, {s.byAddress, addrKey}} {
+		if wait, blocked := lim.l.blocked(lim.key); blocked {
+			return TokenResponse{}, &OAuthError{Status: 429, Code: OAuthSlowDown,
+				Description: "too many failed attempts; retry later", RetryAfterSeconds: int(wait.Seconds()) + 1}
+		}
+	}
+	cred, err := s.st.LookupCredential(ctx, req.ClientID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Error("token: look up credential", "err", err)
+		return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
+			Description: "the identity store is unavailable; retry later", RetryAfterSeconds: 5}
+	}
+	// Hash even for an unknown client so both paths take the same time.
+	ok := hmac.Equal(s.hashSecret(req.ClientSecret), cred.SecretHash) && err == nil
+	if !ok {
+		s.byClient.fail(clientKey)
+		s.byAddress.fail(addrKey)
+		return TokenResponse{}, &OAuthError{Status: 401, Code: OAuthInvalidClient,
+			Description: "client authentication failed", BasicChallenge: req.UsedBasic}
+	}
+	granted := ScopesOf(cred.Roles)
+	scopes := granted
+	if req.Scope != "" {
+		scopes = parseScopeParam(req.Scope)
+		for _, sc := range scopes {
+			if !slices.Contains(granted, sc) {
+				return TokenResponse{}, &OAuthError{Status: 400, Code: OAuthInvalidScope,
+					Description: fmt.Sprintf("scope %q is not granted to this client", sc)}
+			}
+		}
+	}
+	audience := s.audiences[0]
+	if req.Audience != "" {
+		if !slices.Contains(s.audiences, req.Audience) {
+			return TokenResponse{}, badRequest("unknown audience %q; accepted: %s", req.Audience, strings.Join(s.audiences, ", "))
+		}
+		audience = req.Audience
+	}
+	p, err := s.principalOf(ctx, cred, scopes)
+	if err != nil {
+		s.log.Error("token: load organization", "err", err, "tenant", cred.Tenant.String())
+		return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
+			Description: "the identity store is unavailable; retry later", RetryAfterSeconds: 5}
+	}
+	raw, err := s.Sign(ctx, p, audience)
+	if err != nil {
+		s.log.Error("token: sign", "err", err)
+		return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
+			Description: "cannot issue tokens right now; retry later", RetryAfterSeconds: 5}
+	}
+	return TokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(s.ttl.Seconds()), Scope: strings.Join(scopes, " ")}, nil
+}
+
+func (s *Service) principalOf(ctx context.Context, cred store.Credential, scopes []string) (Principal, error) {
+	org, err := s.st.GetOrganization(ctx, cred.Tenant.OrgID)
+	if err != nil {
+		return Principal{}, err
+	}
+	return Principal{
+		Type: PrincipalMachine, Subject: cred.ClientID, Name: cred.Name,
+		OrgID: org.ID, OrgName: org.Name, EnvID: cred.Tenant.EnvID,
+		Roles: slices.Clone(cred.Roles), Scopes: scopes,
+	}, nil
+}
+
+// Sign issues a token for p with the given audience, signed with the current key.
+func (s *Service) Sign(ctx context.Context, p Principal, audience string) (string, error) {
+	signer, err := s.keys.signer(ctx)
+	if err != nil {
+		return "", err
+	}
+	// Marshal once and sign the bytes: jwt.Signed(...).Claims would re-encode them twice.
+	payload, err := json.Marshal(newClaims(p, s.issuer, audience, s.now(), s.ttl))
+	if err != nil {
+		return "", fmt.Errorf("encode claims: %w", err)
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return jws.CompactSerialize()
+}
+
+func (s *Service) hashSecret(secret string) []byte {
+	m := hmac.New(sha256.New, s.hashKey)
+	m.Write([]byte(secret))
+	return m.Sum(nil)
+}
+
+// newClientID returns a random client id: 26 lowercase base32 characters (128 bits).
+func newClientID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+}
+
+// newSecret returns a random 256-bit client secret, base64url without padding.
+func newSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ValidationError lists every problem of a request, each with its field path.
+type ValidationError struct {
+	Problems []Problem
+}
+
+// Problem is one invalid field.
+type Problem struct {
+	Field   string
+	Message string
+}
+
+func (e *ValidationError) Error() string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Field + ": " + p.Message
+	}
+	return "invalid request: " + strings.Join(msgs, "; ")
+}
+
+func (e *ValidationError) add(field, format string, args ...any) {
+	e.Problems = append(e.Problems, Problem{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (e *ValidationError) errOrNil() error {
+	if len(e.Problems) == 0 {
+		return nil
+	}
+	return e
+}
+
+var envNamePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$`)
+
+// ListEnvironments lists the environments of the caller's organization.
+func (s *Service) ListEnvironments(ctx context.Context, p Principal) ([]store.Environment, error) {
+	return s.st.ListEnvironments(ctx, p.OrgID)
+}
+
+// NewEnvironment is a created environment with the admin credential made for it.
+type NewEnvironment struct {
+	Environment store.Environment
+	// Admin holds the Organization Admin role in the new environment; its secret is shown once.
+	Admin  store.Credential
+	Secret string
+}
+
+// CreateEnvironment creates an environment in the caller's organization together with an
+// Organization Admin credential for it, since a credential only ever acts inside its own
+// environment.
+func (s *Service) CreateEnvironment(ctx context.Context, p Principal, name string) (NewEnvironment, error) {
+	var verr ValidationError
+	if !envNamePattern.MatchString(name) {
+		verr.add("name", "must be 1 to 63 letters, digits, '-' or '_', starting with a letter or digit")
+	}
+	if err := verr.errOrNil(); err != nil {
+		return NewEnvironment{}, err
+	}
+	env := store.Environment{ID: uuid.NewString(), OrgID: p.OrgID, Name: name, CreatedAt: s.now().UTC()}
+	if err := s.st.CreateEnvironment(ctx, env); err != nil {
+		return NewEnvironment{}, fmt.Errorf("environment %q: %w", name, err)
+	}
+	admin, secret, err := s.createCredential(ctx, env.Tenant(), name+"-admin", []string{RoleOrganizationAdmin})
+	if err != nil {
+		return NewEnvironment{}, err
+	}
+	return NewEnvironment{Environment: env, Admin: admin, Secret: secret}, nil
+}
+
+// ListCredentials lists the credentials of the caller's environment.
+func (s *Service) ListCredentials(ctx context.Context, p Principal) ([]store.Credential, error) {
+	return s.st.ListCredentials(ctx, p.Tenant())
+}
+
+func validateRoles(verr *ValidationError, field string, roles []string) {
+	for i, r := range roles {
+		if _, ok := roleByName(r); !ok {
+			verr.add(fmt.Sprintf("%s[%d]", field, i), "unknown role %q; GET /roles lists the roles", r)
+		} else if slices.Index(roles, r) != i {
+			verr.add(fmt.Sprintf("%s[%d]", field, i), "role %q is listed twice", r)
+		}
+	}
+}
+
+func validCredentialName(name string) bool {
+	if name == "" || utf8.RuneCountInString(name) > 128 || !utf8.ValidString(name) {
+		return false
+	}
+	return !strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsPrint(r) })
+}
+
+// CreateCredential creates a machine credential in the caller's environment and returns it
+// with its secret, which is shown only this once. Names are unique per environment, so
+// running the same creation twice creates nothing the second time (409).
+func (s *Service) CreateCredential(ctx context.Context, p Principal, name string, roles []string) (store.Credential, string, error) {
+	var verr ValidationError
+	if !validCredentialName(name) {
+		verr.add("name", "must be 1 to 128 printable characters")
+	}
+	validateRoles(&verr, "roles", roles)
+	if err := verr.errOrNil(); err != nil {
+		return store.Credential{}, "", err
+	}
+	return s.createCredential(ctx, p.Tenant(), name, roles)
+}
+
+func (s *Service) createCredential(ctx context.Context, t store.Tenant, name string, roles []string) (store.Credential, string, error) {
+	existing, err := s.st.ListCredentials(ctx, t)
+	if err != nil {
+		return store.Credential{}, "", err
+	}
+	if slices.ContainsFunc(existing, func(c store.Credential) bool { return c.Name == name }) {
+		return store.Credential{}, "", fmt.Errorf("credential named %q: %w", name, store.ErrConflict)
+	}
+	secret := newSecret()
+	cred := store.Credential{
+		ClientID: newClientID(), Tenant: t, Name: name,
+		SecretHash: s.hashSecret(secret), Roles: slices.Clone(roles), CreatedAt: s.now().UTC(),
+	}
+	if cred.Roles == nil {
+		cred.Roles = []string{}
+	}
+	if err := s.st.CreateCredential(ctx, cred); err != nil {
+		return store.Credential{}, "", err
+	}
+	s.log.Info("credential created", "tenant", t.String(), "client_id", cred.ClientID, "roles", roles)
+	return cred, secret, nil
+}
+
+// DeleteCredential deletes a credential of the caller's environment.
+func (s *Service) DeleteCredential(ctx context.Context, p Principal, id string) error {
+	if err := s.st.DeleteCredential(ctx, p.Tenant(), id); err != nil {
+		return fmt.Errorf("credential %q: %w", id, err)
+	}
+	s.log.Info("credential deleted", "tenant", p.Tenant().String(), "client_id", id)
+	return nil
+}
+
+// CredentialRoles returns the roles of a credential of the caller's environment.
+func (s *Service) CredentialRoles(ctx context.Context, p Principal, id string) ([]string, error) {
+	c, err := s.st.GetCredential(ctx, p.Tenant(), id)
+	if err != nil {
+		return nil, fmt.Errorf("credential %q: %w", id, err)
+	}
+	return c.Roles, nil
+}
+
+// SetCredentialRoles replaces the roles of a credential of the caller's environment. Tokens
+// already issued keep their scopes until they expire.
+func (s *Service) SetCredentialRoles(ctx context.Context, p Principal, id string, roles []string) ([]string, error) {
+	var verr ValidationError
+	validateRoles(&verr, "roles", roles)
+	if err := verr.errOrNil(); err != nil {
+		return nil, err
+	}
+	if roles == nil {
+		roles = []string{}
+	}
+	c, err := s.st.SetCredentialRoles(ctx, p.Tenant(), id, roles)
+	if err != nil {
+		return nil, fmt.Errorf("credential %q: %w", id, err)
+	}
+	s.log.Info("credential roles set", "tenant", p.Tenant().String(), "client_id", id, "roles", roles)
+	return c.Roles, nil
+}
+
+// Roles lists the roles that can be granted.
+func (s *Service) Roles() []Role { return SystemRoles() }

@@ -1,0 +1,283 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/google/uuid"
+	"golang.org/x/time/rate"
+
+	"github.com/sortie-dev/sortie/store"
+)
+
+// signingAlgorithm is the only algorithm Sortie signs and accepts.
+const signingAlgorithm = jose.ES256
+
+// unknownKidRefreshes limits how often unknown kids make the keyring re-read the store, so
+// junk tokens cannot turn into a flood of store reads.
+func unknownKidRefreshes() *rate.Limiter { return rate.NewLimiter(rate.Every(200*time.Millisecond), 5) }
+
+// Keyring holds the token-signing keys: the current private key and every public key whose
+// tokens may still be alive. Keys live in the store, their private halves sealed under the
+// master key, so every replica sharing the store signs and verifies with the same keys.
+type Keyring struct {
+	st       store.SigningKeys
+	seal     *sealer
+	rotation time.Duration
+	ttl      time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+
+	refreshes *rate.Limiter
+
+	mu   sync.Mutex // guards keys
+	keys []loadedKey
+}
+
+type loadedKey struct {
+	rec    store.SigningKey
+	pub    *ecdsa.PublicKey
+	signer jose.Signer
+}
+
+// NewKeyring loads the stored keys, decrypting each private key with the master key, and makes
+// sure a current signing key exists. It returns ErrMasterKeyMismatch when the master key
+// cannot decrypt the stored keys. Tokens live for ttl; a key signs for one rotation period and
+// its public key is kept until the last token it signed has expired.
+func NewKeyring(ctx context.Context, log *slog.Logger, st store.SigningKeys, masterKey []byte, rotation, ttl time.Duration, now func() time.Time) (*Keyring, error) {
+	if rotation <= 0 || ttl <= 0 {
+		return nil, errors.New("key rotation period and token lifetime must be positive")
+	}
+	s, err := newSealer(masterKey, "signing keys")
+	if err != nil {
+		return nil, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	k := &Keyring{st: st, seal: s, rotation: rotation, ttl: ttl, now: now, log: log, refreshes: unknownKidRefreshes()}
+	if err := k.Maintain(ctx); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Maintain re-reads the stored keys, creates a new signing key when the current one is past
+// its rotation time, and deletes keys whose tokens have all expired. Run calls it
+// periodically; tests call it after moving their clock.
+func (k *Keyring) Maintain(ctx context.Context) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.reloadLocked(ctx); err != nil {
+		return err
+	}
+	now := k.now()
+	for _, lk := range k.keys {
+		if !now.Before(lk.rec.RetainUntil) {
+			if err := k.st.DeleteSigningKey(ctx, lk.rec.ID); err != nil {
+				return fmt.Errorf("delete expired signing key: %w", err)
+			}
+			k.log.Info("signing key retired", "kid", lk.rec.ID)
+		}
+	}
+	k.keys = slices.DeleteFunc(k.keys, func(lk loadedKey) bool { return !now.Before(lk.rec.RetainUntil) })
+	if _, ok := k.currentLocked(); !ok {
+		if err := k.rotateLocked(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run maintains the keyring until ctx ends, checking often enough that rotation happens
+// within a minute of its time.
+func (k *Keyring) Run(ctx context.Context) {
+	every := min(k.rotation/4, time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := k.Maintain(ctx); err != nil && ctx.Err() == nil {
+				k.log.Warn("signing key maintenance failed", "err", err)
+			}
+		}
+	}
+}
+
+func (k *Keyring) reloadLocked(ctx context.Context) error {
+	recs, err := k.st.ListSigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("load signing keys: %w", err)
+	}
+	known := make(map[string]loadedKey, len(k.keys))
+	for _, lk := range k.keys {
+		known[lk.rec.ID] = lk
+	}
+	keys := make([]loadedKey, 0, len(recs))
+	for _, rec := range recs {
+		if lk, ok := known[rec.ID]; ok {
+			keys = append(keys, lk)
+			continue
+		}
+		lk, err := k.decode(rec)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, lk)
+	}
+	k.keys = keys
+	return nil
+}
+
+func (k *Keyring) decode(rec store.SigningKey) (loadedKey, error) {
+	if rec.Algorithm != string(signingAlgorithm) {
+		return loadedKey{}, fmt.Errorf("signing key %s has unsupported algorithm %q", rec.ID, rec.Algorithm)
+	}
+	der, err := k.seal.open(rec.EncryptedPrivate, []byte(rec.ID))
+	if err != nil {
+		return loadedKey{}, err
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return loadedKey{}, fmt.Errorf("parse signing key %s: %w", rec.ID, err)
+	}
+	priv, ok := parsed.(*ecdsa.PrivateKey)
+	if !ok {
+		return loadedKey{}, fmt.Errorf("signing key %s is not an ECDSA key", rec.ID)
+	}
+	return newLoadedKey(rec, priv)
+}
+
+func newLoadedKey(rec store.SigningKey, priv *ecdsa.PrivateKey) (loadedKey, error) {
+	signer, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: signingAlgorithm, Key: jose.JSONWebKey{Key: priv, KeyID: rec.ID, Algorithm: string(signingAlgorithm)}},
+		(&jose.SignerOptions{}).WithType("JWT"),
+	)
+	if err != nil {
+		return loadedKey{}, fmt.Errorf("signer for key %s: %w", rec.ID, err)
+	}
+	return loadedKey{rec: rec, pub: &priv.PublicKey, signer: signer}, nil
+}
+
+// currentLocked returns the newest key still inside its signing period.
+func (k *Keyring) currentLocked() (loadedKey, bool) {
+	now := k.now()
+	for i := len(k.keys) - 1; i >= 0; i-- {
+		lk := k.keys[i]
+		if !now.Before(lk.rec.CreatedAt.Add(-time.Minute)) && now.Before(lk.rec.SignUntil) {
+			return lk, true
+		}
+	}
+	return loadedKey{}, false
+}
+
+func (k *Keyring) rotateLocked(ctx context.Context) error {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return fmt.Errorf("encode signing key: %w", err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	if err != nil {
+		return fmt.Errorf("encode signing key: %w", err)
+	}
+	now := k.now().UTC().Truncate(time.Second)
+	id := uuid.NewString()
+	sealed, err := k.seal.seal(der, []byte(id))
+	if err != nil {
+		return fmt.Errorf("seal signing key: %w", err)
+	}
+	rec := store.SigningKey{
+		ID:               id,
+		Algorithm:        string(signingAlgorithm),
+		PublicKeyDER:     pubDER,
+		EncryptedPrivate: sealed,
+		CreatedAt:        now,
+		SignUntil:        now.Add(k.rotation),
+		// A token signed at the last moment lives ttl more; the verifier allows clockSkew.
+		RetainUntil: now.Add(k.rotation + k.ttl + clockSkew),
+	}
+	lk, err := newLoadedKey(rec, priv)
+	if err != nil {
+		return err
+	}
+	if err := k.st.PutSigningKey(ctx, rec); err != nil {
+		return fmt.Errorf("store signing key: %w", err)
+	}
+	k.keys = append(k.keys, lk)
+	k.log.Info("signing key created", "kid", id, "sign_until", rec.SignUntil)
+	return nil
+}
+
+// signer returns a JOSE signer for the current key, rotating first when it is due.
+func (k *Keyring) signer(ctx context.Context) (jose.Signer, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	cur, ok := k.currentLocked()
+	if !ok {
+		if err := k.rotateLocked(ctx); err != nil {
+			return nil, err
+		}
+		cur, _ = k.currentLocked()
+	}
+	return cur.signer, nil
+}
+
+// PublicKey returns the public key with the given kid if it is still retained. An unknown kid
+// makes the keyring re-read the store (rate-limited), so a key created
+// by another replica is found.
+func (k *Keyring) PublicKey(ctx context.Context, kid string) (*ecdsa.PublicKey, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if pub, ok := k.lookupLocked(kid); ok {
+		return pub, true
+	}
+	if !k.refreshes.Allow() {
+		return nil, false
+	}
+	if err := k.reloadLocked(ctx); err != nil {
+		k.log.Warn("reload signing keys", "err", err)
+		return nil, false
+	}
+	return k.lookupLocked(kid)
+}
+
+func (k *Keyring) lookupLocked(kid string) (*ecdsa.PublicKey, bool) {
+	now := k.now()
+	for _, lk := range k.keys {
+		if lk.rec.ID == kid && now.Before(lk.rec.RetainUntil) {
+			return lk.pub, true
+		}
+	}
+	return nil, false
+}
+
+// JWKS returns the public keys of every retained key, oldest first.
+func (k *Keyring) JWKS() jose.JSONWebKeySet {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	var set jose.JSONWebKeySet
+	for _, lk := range k.keys {
+		if now.Before(lk.rec.RetainUntil) {
+			set.Keys = append(set.Keys, jose.JSONWebKey{Key: lk.pub, KeyID: lk.rec.ID, Algorithm: string(signingAlgorithm), Use: "sig"})
+		}
+	}
+	return set
+}

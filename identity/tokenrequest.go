@@ -1,0 +1,168 @@
+package identity
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/url"
+	"strings"
+)
+
+// GrantClientCredentials is the only OAuth grant Sortie supports.
+const GrantClientCredentials = "client_credentials"
+
+// OAuth error codes of RFC 6749 section 5.2 (and slow_down for rate limiting).
+const (
+	OAuthInvalidRequest         = "invalid_request"
+	OAuthInvalidClient          = "invalid_client"
+	OAuthUnsupportedGrantType   = "unsupported_grant_type"
+	OAuthInvalidScope           = "invalid_scope"
+	OAuthSlowDown               = "slow_down"
+	OAuthTemporarilyUnavailable = "temporarily_unavailable"
+)
+
+// OAuthError is an RFC 6749 error reply of the token endpoint.
+type OAuthError struct {
+	Status      int    `json:"-"`
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+	// RetryAfterSeconds is set for slow_down and temporarily_unavailable replies.
+	RetryAfterSeconds int `json:"-"`
+	// BasicChallenge asks the client for HTTP Basic credentials (RFC 6749: 401 after a
+	// failed Basic authentication carries WWW-Authenticate).
+	BasicChallenge bool `json:"-"`
+}
+
+func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
+
+func badRequest(format string, args ...any) *OAuthError {
+	return &OAuthError{Status: 400, Code: OAuthInvalidRequest, Description: fmt.Sprintf(format, args...)}
+}
+
+// TokenRequest is a parsed token endpoint request.
+type TokenRequest struct {
+	GrantType    string
+	ClientID     string
+	ClientSecret string
+	Audience     string
+	Scope        string
+	// UsedBasic tells that the client authenticated with HTTP Basic.
+	UsedBasic bool
+}
+
+// tokenParams are the parameters the token endpoint understands; others are ignored, as RFC
+// 6749 section 3.2 asks.
+var tokenParams = []string{"grant_type", "client_id", "client_secret", "audience", "scope"}
+
+// ParseTokenRequest parses a token request from its Content-Type, its Authorization header and
+// its body, accepting form bodies (RFC 6749) and JSON objects of strings (as some Armory-era
+// clients send), and client authentication by HTTP Basic or by body parameters but not both.
+func ParseTokenRequest(contentType, authorization string, body []byte) (TokenRequest, *OAuthError) {
+	params, oerr := parseTokenBody(contentType, body)
+	if oerr != nil {
+		return TokenRequest{}, oerr
+	}
+	req := TokenRequest{
+		GrantType:    params["grant_type"],
+		ClientID:     params["client_id"],
+		ClientSecret: params["client_secret"],
+		Audience:     params["audience"],
+		Scope:        params["scope"],
+	}
+	if authorization != "" {
+		id, secret, oerr := parseBasic(authorization)
+		if oerr != nil {
+			return TokenRequest{}, oerr
+		}
+		if req.ClientSecret != "" {
+			return TokenRequest{}, badRequest("use one client authentication method: HTTP Basic or client_secret in the body, not both")
+		}
+		if req.ClientID != "" && req.ClientID != id {
+			return TokenRequest{}, badRequest("client_id in the body differs from the one in HTTP Basic authentication")
+		}
+		req.ClientID, req.ClientSecret, req.UsedBasic = id, secret, true
+	}
+	switch {
+	case req.GrantType == "":
+		return TokenRequest{}, badRequest("grant_type is required")
+	case req.GrantType != GrantClientCredentials:
+		return TokenRequest{}, &OAuthError{Status: 400, Code: OAuthUnsupportedGrantType,
+			Description: "only grant_type=client_credentials is supported"}
+	case req.ClientID == "" || req.ClientSecret == "":
+		return TokenRequest{}, &OAuthError{Status: 401, Code: OAuthInvalidClient,
+			Description: "client authentication is required: client_id and client_secret", BasicChallenge: req.UsedBasic}
+	}
+	return req, nil
+}
+
+func parseTokenBody(contentType string, body []byte) (map[string]string, *OAuthError) {
+	mediaType := "application/x-www-form-urlencoded"
+	if contentType != "" {
+		mt, _, err := mime.ParseMediaType(contentType)
+		if err != nil {
+			return nil, badRequest("malformed Content-Type header")
+		}
+		mediaType = mt
+	}
+	out := make(map[string]string, len(tokenParams))
+	switch mediaType {
+	case "application/x-www-form-urlencoded":
+		values, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, badRequest("malformed form body")
+		}
+		for _, name := range tokenParams {
+			v := values[name]
+			if len(v) > 1 {
+				return nil, badRequest("parameter %s is included more than once", name)
+			}
+			if len(v) == 1 {
+				out[name] = v[0]
+			}
+		}
+	case "application/json":
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
+			return nil, badRequest("the body must be a JSON object")
+		}
+		for _, name := range tokenParams {
+			v, ok := raw[name]
+			if !ok || string(v) == "null" {
+				continue
+			}
+			var s string
+			if err := json.Unmarshal(v, &s); err != nil {
+				return nil, badRequest("parameter %s must be a string", name)
+			}
+			out[name] = s
+		}
+	default:
+		return nil, badRequest("unsupported Content-Type %q: send application/x-www-form-urlencoded or application/json", mediaType)
+	}
+	return out, nil
+}
+
+// parseBasic decodes HTTP Basic client credentials; RFC 6749 section 2.3.1 form-encodes both
+// parts before base64.
+func parseBasic(header string) (id, secret string, oerr *OAuthError) {
+	scheme, value, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Basic") {
+		return "", "", &OAuthError{Status: 401, Code: OAuthInvalidClient,
+			Description: "the Authorization header must use the Basic scheme", BasicChallenge: true}
+	}
+	decoded, err := base64.StdEncoding.DecodeString(strings.TrimSpace(value))
+	if err != nil {
+		return "", "", &OAuthError{Status: 401, Code: OAuthInvalidClient, Description: "malformed Basic credentials", BasicChallenge: true}
+	}
+	rawID, rawSecret, ok := strings.Cut(string(decoded), ":")
+	if !ok {
+		return "", "", &OAuthError{Status: 401, Code: OAuthInvalidClient, Description: "malformed Basic credentials", BasicChallenge: true}
+	}
+	id, err1 := url.QueryUnescape(rawID)
+	secret, err2 := url.QueryUnescape(rawSecret)
+	if err1 != nil || err2 != nil {
+		return "", "", &OAuthError{Status: 401, Code: OAuthInvalidClient, Description: "malformed Basic credentials", BasicChallenge: true}
+	}
+	return id, secret, nil
+}
