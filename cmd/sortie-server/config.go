@@ -1,0 +1,86 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sortie-dev/sortie/cmd/internal/flagenv"
+)
+
+// config is sortie-server's configuration, parsed once from flags and SORTIE_* variables.
+type config struct {
+	Addr          string
+	PublicURL     string
+	DataDir       string
+	RedisURL      string
+	MasterKeyFile string
+	TLSCert       string
+	TLSKey        string
+	TokenTTL      time.Duration
+	KeyRotation   time.Duration
+	Audiences     []string
+	LogLevel      slog.Level
+}
+
+// defaultAudience is the audience Armory clients ask tokens for.
+const defaultAudience = "https://api.cloud.armory.io"
+
+func parseConfig(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("sortie-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c config
+	var audiences, logLevel string
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address (one port for REST, Connect, OIDC, health and metrics)")
+	fs.StringVar(&c.PublicURL, "public-url", "", "external base URL: token issuer and links (default http(s)://<addr>)")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the embedded store, the master key file and admin-credentials.json")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "redis://, rediss:// or unix:// URL; when set, all shared state lives in Redis instead of the embedded store")
+	fs.StringVar(&c.MasterKeyFile, "master-key-file", "", "AES-256 key for data at rest, base64 (default <data-dir>/master.key, created on first start)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve TLS 1.2+ with ALPN h2 instead of cleartext h2c")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.DurationVar(&c.TokenTTL, "token-ttl", time.Hour, "access token lifetime")
+	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "signing key rotation period")
+	fs.StringVar(&audiences, "audience", defaultAudience, "comma-separated token audiences accepted besides the public URL")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: sortie-server [flags]\n\nRuns the Sortie control plane on one port.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := flagenv.Parse(fs, "SORTIE_", args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return config{}, fmt.Errorf("--log-level: %w", err)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return config{}, errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.TokenTTL < time.Minute || c.KeyRotation < time.Minute {
+		return config{}, errors.New("--token-ttl and --key-rotation must be at least 1m")
+	}
+	if c.MasterKeyFile == "" {
+		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return config{}, fmt.Errorf("--public-url must be an absolute http(s) URL, got %q", c.PublicURL)
+		}
+		c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	}
+	for a := range strings.SplitSeq(audiences, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			c.Audiences = append(c.Audiences, a)
+		}
+	}
+	return c, nil
+}

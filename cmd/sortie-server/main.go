@@ -1,0 +1,147 @@
+// Command sortie-server runs the Sortie control plane: REST, Connect, OIDC, health and
+// metrics on one port, on the embedded store or on Redis.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sortie-dev/sortie/gateway"
+	"github.com/sortie-dev/sortie/identity"
+	"github.com/sortie-dev/sortie/store"
+	"github.com/sortie-dev/sortie/store/boltstore"
+	"github.com/sortie-dev/sortie/store/redisstore"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt); _ = syscall.SIGTERM
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "sortie-server:", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx ends. Human-facing notices (the URL, the bootstrap credential) go to
+// stdout, JSON logs to stderr. listening, if not nil, receives the base URL once serving.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening chan<- string) error {
+	cfg, err := parseConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	st, err := openStore(ctx, log, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	masterKey, created, err := identity.LoadOrCreateMasterKey(cfg.MasterKeyFile, true)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("master key created", "path", cfg.MasterKeyFile)
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	var tlsConfig *tls.Config
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		if tlsConfig, err = gateway.NewTLSConfig(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return err
+		}
+		scheme = "https"
+	}
+	baseURL := cfg.PublicURL
+	if baseURL == "" {
+		baseURL = scheme + "://" + ln.Addr().String()
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	id, err := identity.New(ctx, log, st, identity.Config{
+		Issuer:      baseURL,
+		Audiences:   append([]string{baseURL}, cfg.Audiences...),
+		TokenTTL:    cfg.TokenTTL,
+		KeyRotation: cfg.KeyRotation,
+		MasterKey:   masterKey,
+		Registerer:  reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	credsPath := filepath.Join(cfg.DataDir, "admin-credentials.json")
+	boot, err := id.Bootstrap(ctx, credsPath)
+	if err != nil {
+		return err
+	}
+	if boot.Created {
+		fmt.Fprintf(stdout, "Created organization \"default\", environment \"default\" and an admin credential (shown once, also saved to %s):\n  client id:     %s\n  client secret: %s\n",
+			boot.Path, boot.Admin.ClientID, boot.Admin.ClientSecret)
+	} else {
+		fmt.Fprintf(stdout, "Admin credential: see %s (written by the first start).\n", boot.Path)
+	}
+
+	gw := gateway.New(log, id, reg)
+	fmt.Fprintf(stdout, "Sortie is listening on %s (API docs at %s/docs)\n", baseURL, baseURL)
+	log.Info("listening", "addr", ln.Addr().String(), "public_url", baseURL, "store", storeKind(cfg))
+	if listening != nil {
+		listening <- baseURL
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { id.Keys().Run(gctx); return nil })
+	g.Go(func() error { return gateway.Serve(gctx, log, ln, gw.Handler(), tlsConfig) })
+	return g.Wait()
+}
+
+func openStore(ctx context.Context, log *slog.Logger, cfg config) (store.Store, error) {
+	if cfg.RedisURL != "" {
+		// go-redis logs reconnect attempts process-wide; keep them in our JSON log at debug
+		// level (an outage already shows as 503s and a failing /readyz).
+		redis.SetLogger(redisLogger{log})
+		return redisstore.Open(ctx, cfg.RedisURL)
+	}
+	return boltstore.Open(filepath.Join(cfg.DataDir, "sortie.db"))
+}
+
+func storeKind(cfg config) string {
+	if cfg.RedisURL != "" {
+		return "redis"
+	}
+	return "embedded"
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
+}

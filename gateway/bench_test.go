@@ -1,0 +1,122 @@
+package gateway_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+var benchJSON = flag.String("benchjson", "", "write benchmark results as JSON to this file")
+
+// BenchmarkTokenIssuance measures tokens issued per second through POST /oauth/token on a
+// real loopback listener against raw go-jose ES256 signing of the same claims, both measured
+// in this run and in rounds that alternate, and reports their ratio (target: >= 0.5).
+func BenchmarkTokenIssuance(b *testing.B) {
+	ts := startServer(b, serverOptions{})
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {ts.admin.Admin.ClientID}, "client_secret": {ts.admin.Secret}}.Encode()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+	// The claims of a real token are what the baseline signs.
+	var claims map[string]any
+	payload := strings.Split(ts.adminToken(b), ".")[1]
+	raw, _ := base64.RawURLEncoding.DecodeString(payload)
+	if err := json.Unmarshal(raw, &claims); err != nil {
+		b.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: "bench"}}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	issueHTTP := func() error {
+		resp, err := client.Post(ts.URL+"/oauth/token", "application/x-www-form-urlencoded", strings.NewReader(form))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var out struct {
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 || out.AccessToken == "" {
+			return fmt.Errorf("token: status %d, %v", resp.StatusCode, err)
+		}
+		return nil
+	}
+	signRaw := func() error {
+		_, err := jwt.Signed(signer).Claims(claims).Serialize()
+		return err
+	}
+
+	const rounds = 3
+	perRound := max(b.N/rounds, 1)
+	var httpTime, rawTime time.Duration
+	b.ResetTimer()
+	for range rounds {
+		rawTime += runParallel(b, perRound, signRaw)
+		httpTime += runParallel(b, perRound, issueHTTP)
+	}
+	b.StopTimer()
+
+	n := float64(perRound * rounds)
+	httpRate, rawRate := n/httpTime.Seconds(), n/rawTime.Seconds()
+	ratio := httpRate / rawRate
+	b.ReportMetric(httpRate, "http-tokens/s")
+	b.ReportMetric(rawRate, "raw-sign/s")
+	b.ReportMetric(ratio, "ratio")
+	b.Logf("\n%-34s %14s\n%-34s %14.0f\n%-34s %14.0f\n%-34s %14.2f (target >= 0.5)",
+		"token issuance (n="+fmt.Sprint(int(n))+")", "per second",
+		"POST /oauth/token over HTTP", httpRate, "raw go-jose ES256 signing", rawRate, "ratio", ratio)
+	if *benchJSON != "" {
+		data, _ := json.MarshalIndent(map[string]any{
+			"benchmark": "token_issuance", "n": int(n), "http_tokens_per_second": httpRate,
+			"raw_sign_per_second": rawRate, "ratio": ratio, "target_ratio": 0.5,
+		}, "", "  ")
+		if err := os.WriteFile(*benchJSON, append(data, '\n'), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// runParallel runs op n times on GOMAXPROCS*4 goroutines and returns the wall time.
+func runParallel(b *testing.B, n int, op func() error) time.Duration {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	start := time.Now()
+	for range runtime.GOMAXPROCS(0) * 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				if err := op(); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	d := time.Since(start)
+	if err, _ := firstErr.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}

@@ -1,0 +1,147 @@
+// Package gateway is every API surface of sortie-server on one http.Handler: the
+// Armory-compatible REST facade (Huma, OpenAPI 3.1 at /openapi.json, docs at /docs), the OIDC
+// routes, the Connect services (Connect, gRPC and gRPC-Web), health, readiness and metrics.
+// Handlers are thin: they parse, let the shared auth layer authorize, and call the domain
+// packages.
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sortie-dev/sortie/gen/sortie/identity/v1/identityv1connect"
+	"github.com/sortie-dev/sortie/identity"
+)
+
+// maxBodyBytes is the largest request body any route accepts (413 beyond).
+const maxBodyBytes = 10 << 20
+
+// Version is reported in the OpenAPI document.
+const Version = "0.1.0"
+
+// Gateway owns the handler tree.
+type Gateway struct {
+	log      *slog.Logger
+	id       *identity.Service
+	verifier tokenVerifier
+	api      huma.API
+	mux      *http.ServeMux
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+}
+
+// New builds the handler tree over the identity service. reg collects the server's metrics
+// and is served at /metrics.
+func New(log *slog.Logger, id *identity.Service, reg *prometheus.Registry) *Gateway {
+	g := &Gateway{log: log, id: id, verifier: id.Verifier(), mux: http.NewServeMux(), reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sortie_http_requests_total", Help: "HTTP requests served, by method and status code.",
+		}, []string{"method", "code"}),
+	}
+	reg.MustRegister(g.requests)
+	g.api = humago.New(g.mux, apiConfig())
+	g.api.UseMiddleware(g.restAuth)
+
+	g.registerOIDC()
+	g.registerIdentityREST()
+
+	connectOpts := []connect.HandlerOption{
+		connect.WithInterceptors(connectAuth{g: g, scopes: identityProcedureScopes}),
+		connect.WithReadMaxBytes(maxBodyBytes),
+	}
+	g.mux.Handle(identityv1connect.NewIdentityServiceHandler(&identityServer{g: g}, connectOpts...))
+	g.mux.Handle(grpchealth.NewHandler(storeChecker{g: g}))
+	reflector := grpcreflect.NewStaticReflector(identityv1connect.IdentityServiceName)
+	g.mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	g.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+
+	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	g.mux.HandleFunc("GET /readyz", g.readyz)
+	g.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return g
+}
+
+func apiConfig() huma.Config {
+	cfg := huma.DefaultConfig("Sortie API", Version)
+	// No $schema links in bodies: Armory clients expect bare objects.
+	cfg.CreateHooks = nil
+	cfg.Info.Description = "Self-hosted progressive delivery for Kubernetes, compatible with the " +
+		"Armory Deployments / CD-as-a-Service API. Get a token at POST /oauth/token with a machine " +
+		"credential and send it as `Authorization: Bearer <token>`."
+	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		"bearer": {Type: "http", Scheme: "bearer", BearerFormat: "JWT",
+			Description: "Access token from POST /oauth/token (client credentials grant)."},
+	}
+	return cfg
+}
+
+// Handler returns the root handler, counting every request.
+func (g *Gateway) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		g.mux.ServeHTTP(rec, r)
+		g.requests.WithLabelValues(r.Method, strconv.Itoa(rec.status)).Inc()
+	})
+}
+
+// OpenAPI returns the OpenAPI document of the REST surface.
+func (g *Gateway) OpenAPI() *huma.OpenAPI { return g.api.OpenAPI() }
+
+// statusRecorder remembers the status code for metrics; Unwrap keeps flushing and
+// full-duplex streaming working through http.ResponseController.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/json")
+	if err := g.id.Ping(ctx); err != nil {
+		g.log.Warn("not ready", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"status":"unavailable","reason":"store unreachable"}` + "\n"))
+		return
+	}
+	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+}
+
+// storeChecker answers gRPC health checks from the store's reachability.
+type storeChecker struct{ g *Gateway }
+
+func (c storeChecker) Check(ctx context.Context, _ *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := c.g.id.Ping(ctx); err != nil {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs every test tier of Sortie, installing what the tests need first. The tests start their
+# own private instances (redis-server on a unix socket, the server on free loopback ports) and
+# clean them up; nothing here touches services already running on the machine.
+#
+#   ./test.sh            everything (what CI runs)
+#   FUZZTIME=30s ./test.sh   longer fuzz runs
+set -euo pipefail
+cd "$(dirname "$0")"
+
+FUZZTIME=${FUZZTIME:-10s}
+step() { printf '\n== %s\n' "$*"; }
+
+step "prerequisites"
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server is missing; installing it from Debian's packages"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "run as root, or install redis-server yourself (apt-get install redis-server)" >&2
+    exit 1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+# The package starts a system instance on 6379; the tests never use it, they start their own.
+redis-server --version
+go version
+
+step "formatting and vet"
+unformatted=$(gofmt -l $(git ls-files -co --exclude-standard '*.go' | grep -v '^gen/' | grep -v '^e2e/tools/') || true)
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change: $unformatted" >&2
+  exit 1
+fi
+go vet ./...
+
+step "protobuf: buf lint, buf format, and generated code up to date"
+buf() { go tool -modfile=tools/go.mod buf "$@"; }
+buf lint
+buf format -d --exit-code
+before=$(mktemp -d)
+trap 'rm -rf "$before"' EXIT
+cp -r gen "$before/gen"
+buf generate
+if ! diff -r "$before/gen" gen; then
+  echo "gen/ is stale: run 'go tool -modfile=tools/go.mod buf generate' and commit the result" >&2
+  exit 1
+fi
+
+step "unit and integration tests (-race)"
+go test -race -count=1 ./...
+
+step "fuzzing ($FUZZTIME per target)"
+for target in $(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' . | sed 's/func //' | sort -u); do
+  pkg=$(dirname "$(grep -rlE "^func $target\(" --include='*_test.go' . | head -n1)")
+  echo "$target in $pkg"
+  go test -run '^$' -fuzz "^$target\$" -fuzztime "$FUZZTIME" "$pkg"
+done
+
+step "benchmarks (one short pass so they keep working; see README for real runs)"
+go test -run '^$' -bench . -benchtime 200x ./...
+
+echo
+echo "all test tiers passed"
