@@ -3,9 +3,11 @@ package identity
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -38,22 +40,23 @@ type AdminCredential struct {
 // Bootstrap prepares an empty store: organization "default", environment "default" and an
 // admin credential with the Organization Admin role, whose secret is written once to path
 // (mode 0600). On a store bootstrapped before it changes nothing. Of several replicas
-// starting together on one Redis, exactly one bootstraps.
+// starting together on one Redis, exactly one bootstraps and the others wait for it. A first
+// start that died half-way is reported, never silently taken as done.
 func (s *Service) Bootstrap(ctx context.Context, path string) (BootstrapResult, error) {
-	won, err := s.st.SetSettingIfAbsent(ctx, bootstrapSetting, []byte(s.now().UTC().Format("2006-01-02T15:04:05Z07:00")))
+	won, err := s.st.SetSettingIfAbsent(ctx, bootstrapSetting, []byte(s.now().UTC().Format(time.RFC3339)))
 	if err != nil {
 		return BootstrapResult{}, fmt.Errorf("bootstrap: %w", err)
 	}
 	if !won {
-		return BootstrapResult{Path: path}, nil
+		return BootstrapResult{Path: path}, s.waitBootstrapped(ctx)
 	}
 	created, err := s.CreateOrganization(ctx, "default")
 	if err != nil {
 		return BootstrapResult{}, fmt.Errorf("bootstrap: %w", err)
 	}
-	org, env, cred, secret := created.Organization, created.Environment, created.Admin, created.Secret
 	admin := AdminCredential{
-		ClientID: cred.ClientID, ClientSecret: secret, OrgID: org.ID, EnvID: env.ID,
+		ClientID: created.Admin.ClientID, ClientSecret: created.Secret,
+		OrgID: created.Organization.ID, EnvID: created.Environment.ID,
 		TokenEndpoint: s.issuer + "/oauth/token", Audience: s.audiences[0],
 	}
 	data, err := json.MarshalIndent(admin, "", "  ")
@@ -61,9 +64,43 @@ func (s *Service) Bootstrap(ctx context.Context, path string) (BootstrapResult, 
 		return BootstrapResult{}, err
 	}
 	if err := writePrivateFile(path, append(data, '\n')); err != nil {
-		return BootstrapResult{}, fmt.Errorf("bootstrap: write %s: %w", path, err)
+		return BootstrapResult{}, fmt.Errorf("bootstrap: save the admin credential: %w", err)
+	}
+	if _, err := s.st.SetSettingIfAbsent(ctx, bootstrapDoneSetting, []byte(created.Admin.ClientID)); err != nil {
+		return BootstrapResult{}, fmt.Errorf("bootstrap: %w", err)
 	}
 	return BootstrapResult{Created: true, Path: path, Admin: admin}, nil
+}
+
+// bootstrapDoneSetting is set once the admin credential has been saved.
+const bootstrapDoneSetting = "bootstrap-done"
+
+// bootstrapWait is how long a replica waits for another one's bootstrap.
+const bootstrapWait = 15 * time.Second
+
+// ErrBootstrapIncomplete means an earlier first start stopped before it saved the admin
+// credential.
+var ErrBootstrapIncomplete = errors.New("an earlier first start stopped before it saved the admin credential; " +
+	"start over with an empty store (a new --data-dir, or an empty Redis database)")
+
+func (s *Service) waitBootstrapped(ctx context.Context) error {
+	deadline := time.Now().Add(bootstrapWait)
+	for {
+		_, err := s.st.GetSetting(ctx, bootstrapDoneSetting)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("bootstrap: %w", err)
+		case time.Now().After(deadline):
+			return ErrBootstrapIncomplete
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // NewOrganization is a created organization with its first environment, named "default", and
@@ -94,15 +131,19 @@ func (s *Service) CreateOrganization(ctx context.Context, name string) (NewOrgan
 	return NewOrganization{Organization: org, Environment: env, Admin: cred, Secret: secret}, nil
 }
 
-// writePrivateFile writes data to path readable by the owner only.
+// writePrivateFile writes data to path, readable by the owner only, atomically: a crash
+// leaves either no file or the whole file.
 func writePrivateFile(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.CreateTemp(dir, ".admin-credentials-*")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after the rename
 	if err := f.Chmod(0o600); err != nil {
 		f.Close()
 		return err
@@ -111,5 +152,12 @@ func writePrivateFile(path string, data []byte) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
