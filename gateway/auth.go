@@ -24,11 +24,9 @@ const (
 // scopeKey is the Huma operation metadata key holding the operation's requirement.
 const scopeKey = "sortie.scope"
 
-type principalKey struct{}
-
 // principalFrom returns the principal the auth layer put into ctx.
 func principalFrom(ctx context.Context) identity.Principal {
-	p, _ := ctx.Value(principalKey{}).(identity.Principal)
+	p, _ := identity.PrincipalFrom(ctx)
 	return p
 }
 
@@ -90,7 +88,7 @@ func (g *Gateway) restAuth(ctx huma.Context, next func(huma.Context)) {
 		_ = huma.WriteErr(g.api, ctx, status, err.Error())
 		return
 	}
-	next(huma.WithValue(ctx, principalKey{}, p))
+	next(huma.WithContext(ctx, identity.WithPrincipal(ctx.Context(), p)))
 }
 
 // register adds a Huma operation that requires need (a scope, Public or Authenticated).
@@ -134,7 +132,7 @@ func (a connectAuth) authorize(ctx context.Context, procedure string, h http.Hea
 	p, status, err := authorize(ctx, a.g.verifier, h.Get("Authorization"), need)
 	switch status {
 	case 0:
-		return context.WithValue(ctx, principalKey{}, p), nil
+		return identity.WithPrincipal(ctx, p), nil
 	case http.StatusForbidden:
 		return ctx, connect.NewError(connect.CodePermissionDenied, err)
 	default:

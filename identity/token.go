@@ -40,6 +40,23 @@ type Principal struct {
 	EnvID   string
 	Roles   []string
 	Scopes  []string
+	// ExpiresAt is when the token that proved this principal expires; long-lived streams end
+	// then.
+	ExpiresAt time.Time
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying the verified principal of the caller. Only the auth
+// layer calls it, after verifying the token.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the caller's principal put into ctx by WithPrincipal.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
 }
 
 // Tenant returns the tenant of the principal.
@@ -150,6 +167,6 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	return Principal{
 		Type: pc.Type, Subject: c.Subject, Name: pc.Name,
 		OrgID: pc.OrgID, OrgName: pc.OrgName, EnvID: pc.EnvID,
-		Roles: pc.Roles, Scopes: parseScopeParam(c.Scope),
+		Roles: pc.Roles, Scopes: parseScopeParam(c.Scope), ExpiresAt: c.Expiry.Time(),
 	}, nil
 }
