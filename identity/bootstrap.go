@@ -75,8 +75,8 @@ func (s *Service) Bootstrap(ctx context.Context, path string) (BootstrapResult, 
 // bootstrapDoneSetting is set once the admin credential has been saved.
 const bootstrapDoneSetting = "bootstrap-done"
 
-// bootstrapWait is how long a replica waits for another one's bootstrap.
-const bootstrapWait = 15 * time.Second
+// defaultBootstrapWait is how long a replica waits for another one's bootstrap.
+const defaultBootstrapWait = 15 * time.Second
 
 // ErrBootstrapIncomplete means an earlier first start stopped before it saved the admin
 // credential.
@@ -84,7 +84,7 @@ var ErrBootstrapIncomplete = errors.New("an earlier first start stopped before i
 	"start over with an empty store (a new --data-dir, or an empty Redis database)")
 
 func (s *Service) waitBootstrapped(ctx context.Context) error {
-	deadline := time.Now().Add(bootstrapWait)
+	deadline := time.Now().Add(s.bootstrapWait)
 	for {
 		_, err := s.st.GetSetting(ctx, bootstrapDoneSetting)
 		switch {

@@ -5,6 +5,7 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -44,6 +45,9 @@ type Config struct {
 	Now func() time.Time
 	// Registerer receives the service's metrics; nil means none.
 	Registerer prometheus.Registerer
+	// BootstrapWait is how long Bootstrap waits for another replica's bootstrap to finish;
+	// zero means 15 s.
+	BootstrapWait time.Duration
 }
 
 // Service is the identity service: token issuance and the tenant's admin operations.
@@ -63,6 +67,8 @@ type Service struct {
 	byAddress *failureLimiter
 	issued    prometheus.Counter
 	failures  *prometheus.CounterVec
+
+	bootstrapWait time.Duration
 }
 
 // Failed token attempts allowed per window before further attempts are refused.
@@ -106,6 +112,7 @@ func New(ctx context.Context, log *slog.Logger, st store.Store, cfg Config) (*Se
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.issued, s.failures)
 	}
+	s.bootstrapWait = cmp.Or(cfg.BootstrapWait, defaultBootstrapWait)
 	return s, nil
 }
 
@@ -169,7 +176,7 @@ func (s *Service) token(ctx context.Context, req TokenRequest, remoteAddr string
 	}
 	granted := ScopesOf(cred.Roles)
 	scopes := granted
-	if req.Scope != "" {
+	if strings.TrimSpace(req.Scope) != "" {
 		scopes = parseScopeParam(req.Scope)
 		for _, sc := range scopes {
 			if !slices.Contains(granted, sc) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -120,11 +121,18 @@ func NewVerifier(keys *Keyring, issuer string, audiences []string, now func() ti
 	return &Verifier{keys: keys, issuer: issuer, audiences: audiences, now: now}
 }
 
+var compactJWS = regexp.MustCompile(`^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$`)
+
 func invalid(reason string) error { return fmt.Errorf("%w: %s", ErrInvalidToken, reason) }
 
 // Verify returns the principal of a valid raw compact JWS, or an error wrapping
 // ErrInvalidToken whose text says why (never echoing the token).
 func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
+	// go-jose tolerates whitespace inside the segments; a token is exactly three base64url
+	// segments, nothing else.
+	if !compactJWS.MatchString(raw) {
+		return Principal{}, invalid("malformed or unsupported signature algorithm")
+	}
 	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{signingAlgorithm})
 	if err != nil {
 		return Principal{}, invalid("malformed or unsupported signature algorithm")

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -126,6 +127,9 @@ func parseTokenBody(contentType string, body []byte) (map[string]string, *OAuthE
 		if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
 			return nil, badRequest("the body must be a JSON object")
 		}
+		if name, dup := duplicateKey(body); dup {
+			return nil, badRequest("parameter %s is included more than once", name)
+		}
 		for _, name := range tokenParams {
 			v, ok := raw[name]
 			if !ok || string(v) == "null" {
@@ -165,4 +169,29 @@ func parseBasic(header string) (id, secret string, oerr *OAuthError) {
 		return "", "", &OAuthError{Status: 401, Code: OAuthInvalidClient, Description: "malformed Basic credentials", BasicChallenge: true}
 	}
 	return id, secret, nil
+}
+
+// duplicateKey finds a top-level key that a JSON object (already known to be valid) repeats.
+func duplicateKey(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // {
+		return "", false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return key, true
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }

@@ -1,0 +1,140 @@
+package identity_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sortie-dev/sortie/identity"
+)
+
+// The token endpoint's failure limits (identity.go): per client id and per address, in fixed
+// one-minute windows.
+const (
+	clientFailures  = 10
+	addressFailures = 30
+	failureWindow   = time.Minute
+)
+
+func slowDown(retryAfter int) *identity.OAuthError {
+	return &identity.OAuthError{Status: 429, Code: identity.OAuthSlowDown,
+		Description: "too many failed attempts; retry later", RetryAfterSeconds: retryAfter}
+}
+
+// tokenErrors runs the requests from addr and returns their errors (nil for success).
+func tokenErrors(t *testing.T, svc *identity.Service, addr string, reqs ...identity.TokenRequest) []*identity.OAuthError {
+	t.Helper()
+	out := make([]*identity.OAuthError, len(reqs))
+	for i, req := range reqs {
+		_, out[i] = svc.Token(t.Context(), req, addr)
+	}
+	return out
+}
+
+func repeat[T any](v T, n int) []T {
+	out := make([]T, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
+
+func TestTokenRateLimitPerClient(t *testing.T) {
+	t.Parallel()
+	authFailed := invalidClient("client authentication failed", false)
+	tests := []struct {
+		name  string
+		known bool
+	}{
+		// Both rows expect the same replies: the limiter is no oracle for which ids exist.
+		{name: "known client id", known: true},
+		{name: "unknown client id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fx := newFixture(t)
+			good := fx.adminRequest()
+			if !tt.known {
+				good.ClientID = "nosuchclientidxxxxxxxxxxxx"
+			}
+			bad := good
+			bad.ClientSecret = "wrong"
+
+			got := tokenErrors(t, fx.svc, testAddr, repeat(bad, clientFailures)...)
+			if diff := cmp.Diff(repeat(authFailed, clientFailures), got); diff != "" {
+				t.Fatalf("failed attempts mismatch (-want +got):\n%s", diff)
+			}
+
+			steps := []struct {
+				name    string
+				advance time.Duration
+				req     identity.TokenRequest
+				wantErr *identity.OAuthError
+			}{
+				{name: "right secret is refused once blocked", req: good, wantErr: slowDown(61)},
+				{name: "wrong secret is refused once blocked", req: bad, wantErr: slowDown(61)},
+				{name: "still blocked at the end of the window", advance: failureWindow - time.Second, req: good, wantErr: slowDown(2)},
+				{name: "unblocked when the window has passed", advance: time.Second, req: good, wantErr: map[bool]*identity.OAuthError{true: nil, false: authFailed}[tt.known]},
+			}
+			for _, step := range steps {
+				fx.clock.Advance(step.advance)
+				if diff := cmp.Diff([]*identity.OAuthError{step.wantErr}, tokenErrors(t, fx.svc, testAddr, step.req)); diff != "" {
+					t.Errorf("%s: mismatch (-want +got):\n%s", step.name, diff)
+				}
+			}
+		})
+	}
+}
+
+func TestTokenRateLimitOtherClientUnaffected(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	second, secret2, err := fx.svc.CreateCredential(t.Context(), fx.adminPrincipal(), "second", []string{identity.RoleDeploymentsFullAccess})
+	if err != nil {
+		t.Fatalf("CreateCredential: %v", err)
+	}
+	bad := fx.adminRequest()
+	bad.ClientSecret = "wrong"
+	tokenErrors(t, fx.svc, testAddr, repeat(bad, clientFailures)...)
+	other := identity.TokenRequest{GrantType: identity.GrantClientCredentials, ClientID: second.ClientID, ClientSecret: secret2}
+	got := tokenErrors(t, fx.svc, testAddr, fx.adminRequest(), other)
+	if diff := cmp.Diff([]*identity.OAuthError{slowDown(61), nil}, got); diff != "" {
+		t.Errorf("blocked admin, then another client from the same address: mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestTokenRateLimitPerAddress(t *testing.T) {
+	t.Parallel()
+	const attacker, bystander = "192.0.2.1", "192.0.2.2"
+	fx := newFixture(t)
+	var reqs []identity.TokenRequest
+	for i := range addressFailures {
+		reqs = append(reqs, identity.TokenRequest{GrantType: identity.GrantClientCredentials,
+			ClientID: fmt.Sprintf("unknownclient%02d", i), ClientSecret: "guess"})
+	}
+	got := tokenErrors(t, fx.svc, attacker, reqs...)
+	if diff := cmp.Diff(repeat(invalidClient("client authentication failed", false), addressFailures), got); diff != "" {
+		t.Fatalf("failed attempts mismatch (-want +got):\n%s", diff)
+	}
+
+	steps := []struct {
+		name    string
+		advance time.Duration
+		addr    string
+		wantErr *identity.OAuthError
+	}{
+		{name: "valid credential from the blocked address", addr: attacker, wantErr: slowDown(61)},
+		{name: "valid credential from another address", addr: bystander},
+		{name: "blocked address still blocked at the end of the window", advance: failureWindow - time.Second, addr: attacker, wantErr: slowDown(2)},
+		{name: "blocked address unblocked when the window has passed", advance: time.Second, addr: attacker},
+	}
+	for _, step := range steps {
+		fx.clock.Advance(step.advance)
+		if diff := cmp.Diff([]*identity.OAuthError{step.wantErr}, tokenErrors(t, fx.svc, step.addr, fx.adminRequest())); diff != "" {
+			t.Errorf("%s: mismatch (-want +got):\n%s", step.name, diff)
+		}
+	}
+}
