@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
 	"github.com/sortie-dev/sortie/identity"
 )
 
@@ -174,11 +176,19 @@ func (a connectAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 // tests read it to prove that every route declares one.
 const ScopeMetadataKey = scopeKey
 
-// ProcedureScopes returns a copy of the requirement of every Connect procedure served.
-func ProcedureScopes() map[string]string {
-	out := map[string]string{}
-	for p, s := range identityProcedureScopes {
-		out[p] = s
+// hubProcedureScopes declares what the agent stream requires.
+var hubProcedureScopes = procedureScopes{
+	hubv1connect.AgentHubServiceConnectProcedure: identity.ScopeConnectAgentHub,
+}
+
+// allProcedureScopes merges the declarations of every served service.
+func allProcedureScopes() procedureScopes {
+	out := procedureScopes{}
+	for _, table := range []procedureScopes{identityProcedureScopes, infraProcedureScopes, hubProcedureScopes} {
+		maps.Copy(out, table)
 	}
 	return out
 }
+
+// ProcedureScopes returns the requirement of every Connect procedure served.
+func ProcedureScopes() map[string]string { return allProcedureScopes() }

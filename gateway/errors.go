@@ -11,6 +11,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/google/uuid"
 
+	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
 	"github.com/sortie-dev/sortie/store"
 )
@@ -72,6 +73,10 @@ func codeFor(status int) string {
 		return "too_many_requests"
 	case http.StatusServiceUnavailable:
 		return "unavailable"
+	case http.StatusBadGateway:
+		return "agent_failed"
+	case http.StatusGatewayTimeout:
+		return "agent_timeout"
 	}
 	if status >= 500 {
 		return "internal"
@@ -104,7 +109,7 @@ func newErrorBody(status int, msg string, errs ...error) *ErrorBody {
 		}
 	}
 	if len(body.Errors) == 0 {
-		if status >= 500 && status != http.StatusServiceUnavailable {
+		if status >= 500 && status != http.StatusServiceUnavailable && status != http.StatusBadGateway && status != http.StatusGatewayTimeout {
 			msg = "internal error; quote error_id when reporting it"
 		}
 		body.Errors = []ErrorItem{{Message: msg, Code: code, Metadata: map[string]any{}}}
@@ -157,6 +162,16 @@ func errorStatus(err error) (int, string, []error) {
 		return http.StatusServiceUnavailable, "a dependency of the server is unavailable; retry shortly", nil
 	case errors.Is(err, identity.ErrInvalidToken):
 		return http.StatusUnauthorized, err.Error(), nil
+	case errors.Is(err, hub.ErrNotConnected), errors.Is(err, hub.ErrUnknownAccount):
+		return http.StatusUnprocessableEntity, err.Error(), nil
+	case errors.Is(err, hub.ErrTimeout):
+		return http.StatusGatewayTimeout, err.Error(), nil
+	case errors.Is(err, hub.ErrStreamLost):
+		return http.StatusServiceUnavailable, err.Error(), nil
+	}
+	var aerr *agentError
+	if errors.As(err, &aerr) {
+		return http.StatusBadGateway, err.Error(), nil
 	}
 	return http.StatusInternalServerError, "", nil
 }
@@ -178,6 +193,10 @@ func connectError(ctx context.Context, log *slog.Logger, err error) error {
 	switch status {
 	case http.StatusUnprocessableEntity, http.StatusBadRequest:
 		code = connect.CodeInvalidArgument
+		if len(details) == 0 { // a well-formed request the server cannot act on
+			code = connect.CodeFailedPrecondition
+			break
+		}
 		parts := make([]string, 0, len(details))
 		for _, d := range details {
 			var hd *huma.ErrorDetail
@@ -192,6 +211,10 @@ func connectError(ctx context.Context, log *slog.Logger, err error) error {
 		code = connect.CodeAlreadyExists
 	case http.StatusServiceUnavailable:
 		code = connect.CodeUnavailable
+	case http.StatusGatewayTimeout:
+		code = connect.CodeDeadlineExceeded
+	case http.StatusBadGateway:
+		code = connect.CodeAborted
 	case http.StatusUnauthorized:
 		code = connect.CodeUnauthenticated
 	default:

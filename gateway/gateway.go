@@ -20,7 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
 	"github.com/sortie-dev/sortie/gen/sortie/identity/v1/identityv1connect"
+	"github.com/sortie-dev/sortie/gen/sortie/infra/v1/infrav1connect"
+	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
 )
 
@@ -34,6 +37,7 @@ const Version = "0.1.0"
 type Gateway struct {
 	log      *slog.Logger
 	id       *identity.Service
+	hub      *hub.Hub
 	verifier tokenVerifier
 	api      huma.API
 	mux      *http.ServeMux
@@ -41,10 +45,10 @@ type Gateway struct {
 	requests *prometheus.CounterVec
 }
 
-// New builds the handler tree over the identity service. reg collects the server's metrics
-// and is served at /metrics.
-func New(log *slog.Logger, id *identity.Service, reg *prometheus.Registry) *Gateway {
-	g := &Gateway{log: log, id: id, verifier: id.Verifier(), mux: http.NewServeMux(), reg: reg,
+// New builds the handler tree over the identity service and the agent hub. reg collects the
+// server's metrics and is served at /metrics.
+func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheus.Registry) *Gateway {
+	g := &Gateway{log: log, id: id, hub: agents, verifier: id.Verifier(), mux: http.NewServeMux(), reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sortie_http_requests_total", Help: "HTTP requests served, by method and status code.",
 		}, []string{"method", "code"}),
@@ -55,14 +59,20 @@ func New(log *slog.Logger, id *identity.Service, reg *prometheus.Registry) *Gate
 
 	g.registerOIDC()
 	g.registerIdentityREST()
+	g.registerInfraREST()
+	g.registerAgentManifest()
 
 	connectOpts := []connect.HandlerOption{
-		connect.WithInterceptors(connectAuth{g: g, scopes: identityProcedureScopes}),
+		connect.WithInterceptors(connectAuth{g: g, scopes: allProcedureScopes()}),
 		connect.WithReadMaxBytes(maxBodyBytes),
 	}
 	g.mux.Handle(identityv1connect.NewIdentityServiceHandler(&identityServer{g: g}, connectOpts...))
+	g.mux.Handle(infrav1connect.NewInfrastructureServiceHandler(&infraServer{g: g}, connectOpts...))
+	// The hub sets its own message limit and needs its own handler to cut slow streams.
+	g.mux.Handle(agents.Handler(connect.WithInterceptors(connectAuth{g: g, scopes: allProcedureScopes()})))
 	g.mux.Handle(grpchealth.NewHandler(storeChecker{g: g}))
-	reflector := grpcreflect.NewStaticReflector(identityv1connect.IdentityServiceName)
+	reflector := grpcreflect.NewStaticReflector(identityv1connect.IdentityServiceName,
+		infrav1connect.InfrastructureServiceName, hubv1connect.AgentHubServiceName)
 	g.mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	g.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 

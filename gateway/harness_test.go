@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,9 +18,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/net/http2"
 
 	"github.com/sortie-dev/sortie/gateway"
+	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
 	"github.com/sortie-dev/sortie/store"
 	"github.com/sortie-dev/sortie/store/boltstore"
@@ -55,6 +58,7 @@ type testServer struct {
 	st        store.Store
 	svc       *identity.Service
 	gw        *gateway.Gateway
+	hub       *hub.Hub
 	masterKey []byte
 	admin     identity.NewOrganization // the admin of organization "acme"
 }
@@ -94,13 +98,17 @@ func startServer(t testing.TB, opts serverOptions) *testServer {
 	if err != nil {
 		t.Fatalf("create organization: %v", err)
 	}
-	ts.gw = gateway.New(log, ts.svc, reg)
-	done := make(chan error, 1)
+	ts.hub = hub.New(log, hub.Config{Registerer: reg})
+	ts.gw = gateway.New(log, ts.svc, ts.hub, reg)
+	done := make(chan error, 2)
 	go func() { done <- gateway.Serve(ctx, log, ln, ts.gw.Handler(), nil) }()
+	go func() { done <- ts.hub.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
 		}
 		st.Close()
 	})
@@ -227,4 +235,14 @@ func wantError(t *testing.T, what string, r response, status int) errorContract 
 		t.Fatalf("%s: incomplete error contract: %s", what, r.Body)
 	}
 	return e
+}
+
+// quietRedis drops go-redis's own reconnect logging, which the outage test provokes on purpose.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+func TestMain(m *testing.M) {
+	redis.SetLogger(quietRedis{})
+	os.Exit(m.Run())
 }

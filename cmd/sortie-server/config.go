@@ -27,6 +27,9 @@ type config struct {
 	KeyRotation   time.Duration
 	Audiences     []string
 	LogLevel      slog.Level
+
+	AgentGracePeriod time.Duration
+	AgentHeartbeat   time.Duration
 }
 
 // defaultAudience is the audience Armory clients ask tokens for.
@@ -46,6 +49,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.DurationVar(&c.TokenTTL, "token-ttl", time.Hour, "access token lifetime")
 	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "signing key rotation period")
+	fs.DurationVar(&c.AgentGracePeriod, "hub-grace-period", 5*time.Minute, "how long an account and its cached inventory stay after its agent's last stream closes")
+	fs.DurationVar(&c.AgentHeartbeat, "hub-heartbeat", 20*time.Second, "heartbeat interval told to agents; a stream silent for three intervals is dropped")
 	fs.StringVar(&audiences, "audience", defaultAudience, "comma-separated token audiences accepted besides the public URL")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
@@ -64,8 +69,11 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return config{}, errors.New("--tls-cert and --tls-key go together")
 	}
-	if c.TokenTTL < time.Minute || c.KeyRotation < time.Minute {
-		return config{}, errors.New("--token-ttl and --key-rotation must be at least 1m")
+	if c.TokenTTL < 5*time.Second || c.KeyRotation < time.Minute {
+		return config{}, errors.New("--token-ttl must be at least 5s and --key-rotation at least 1m")
+	}
+	if c.AgentHeartbeat < 100*time.Millisecond || c.AgentGracePeriod < 0 {
+		return config{}, errors.New("--hub-heartbeat must be at least 100ms and --hub-grace-period not negative")
 	}
 	if c.MasterKeyFile == "" {
 		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sortie-dev/sortie/gateway"
+	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
 	"github.com/sortie-dev/sortie/store"
 	"github.com/sortie-dev/sortie/store/boltstore"
@@ -110,7 +111,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		fmt.Fprintf(stdout, "Admin credential: see %s (written by the first start).\n", boot.Path)
 	}
 
-	gw := gateway.New(log, id, reg)
+	var hubOpts []hub.Option
+	if cfg.RedisURL != "" {
+		rdb, err := newRedisClient(cfg.RedisURL)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		hubOpts = append(hubOpts, hub.WithRedis(rdb))
+	}
+	agents := hub.New(log, hub.Config{HeartbeatInterval: cfg.AgentHeartbeat, GracePeriod: cfg.AgentGracePeriod, Registerer: reg}, hubOpts...)
+	gw := gateway.New(log, id, agents, reg)
 	fmt.Fprintf(stdout, "Sortie is listening on %s (API docs at %s/docs)\n", baseURL, baseURL)
 	log.Info("listening", "addr", ln.Addr().String(), "public_url", baseURL, "store", storeKind(cfg))
 	if listening != nil {
@@ -119,6 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { id.Keys().Run(gctx); return nil })
+	g.Go(func() error { return agents.Run(gctx) })
 	g.Go(func() error { return gateway.Serve(gctx, log, ln, gw.Handler(), tlsConfig) })
 	return g.Wait()
 }
@@ -144,4 +156,12 @@ type redisLogger struct{ log *slog.Logger }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
+}
+
+func newRedisClient(rawURL string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, errors.New("--redis-url is not a valid redis://, rediss:// or unix:// URL")
+	}
+	return redis.NewClient(opts), nil
 }

@@ -1,0 +1,294 @@
+package hub
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
+	"github.com/sortie-dev/sortie/store"
+)
+
+// snapshotLimit is how many bytes of chunks one inventory snapshot may take, as a multiple
+// of MaxMessageBytes.
+const snapshotLimit = 16
+
+// inventories is the in-memory inventory cache: per tenant and agent identifier, the objects
+// the agent reported, by object key. Without Redis it is the cache; with Redis it is the copy
+// kept for rewriting Redis after an outage, for identifiers with a stream on this replica.
+type inventories struct {
+	mu      sync.RWMutex // guards byAgent, the maps in it, and dirty
+	byAgent map[agentKey]map[string]*hubv1.Resource
+	dirty   map[agentKey]bool // Redis missed a write for these
+}
+
+func newInventories() *inventories {
+	return &inventories{byAgent: map[agentKey]map[string]*hubv1.Resource{}, dirty: map[agentKey]bool{}}
+}
+
+func (i *inventories) replace(k agentKey, objects map[string]*hubv1.Resource) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.byAgent[k] = objects
+}
+
+func (i *inventories) apply(k agentKey, upserts map[string]*hubv1.Resource, deletions []string) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	objects := i.byAgent[k]
+	if objects == nil {
+		objects = map[string]*hubv1.Resource{}
+		i.byAgent[k] = objects
+	}
+	for key, r := range upserts {
+		objects[key] = r
+	}
+	for _, key := range deletions {
+		delete(objects, key)
+	}
+}
+
+// list returns the objects of k; they are shared and must not be modified.
+func (i *inventories) list(k agentKey) []*hubv1.Resource {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	out := make([]*hubv1.Resource, 0, len(i.byAgent[k]))
+	for _, r := range i.byAgent[k] {
+		out = append(out, r)
+	}
+	return out
+}
+
+// copyOf returns a copy of k's object map, and whether there is one.
+func (i *inventories) copyOf(k agentKey) (map[string]*hubv1.Resource, bool) {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	objects, ok := i.byAgent[k]
+	if !ok {
+		return nil, false
+	}
+	out := make(map[string]*hubv1.Resource, len(objects))
+	for key, r := range objects {
+		out[key] = r
+	}
+	return out, true
+}
+
+func (i *inventories) drop(k agentKey) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	delete(i.byAgent, k)
+	delete(i.dirty, k)
+}
+
+func (i *inventories) markDirty(k agentKey) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if _, ok := i.byAgent[k]; ok {
+		i.dirty[k] = true
+	}
+}
+
+func (i *inventories) markAllDirty() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for k := range i.byAgent {
+		i.dirty[k] = true
+	}
+}
+
+func (i *inventories) dirtyKeys() []agentKey {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	out := make([]agentKey, 0, len(i.dirty))
+	for k := range i.dirty {
+		out = append(out, k)
+	}
+	return out
+}
+
+func (i *inventories) clean(k agentKey) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	delete(i.dirty, k)
+}
+
+// snapshotBuilder collects the chunks of one snapshot.
+type snapshotBuilder struct {
+	id      string
+	objects map[string]*hubv1.Resource
+	bytes   int
+}
+
+// objectKey names an object within an agent's inventory.
+func objectKey(ref *hubv1.ObjectReference) string {
+	return ref.GetApiVersion() + "|" + ref.GetKind() + "|" + ref.GetNamespace() + "|" + ref.GetName()
+}
+
+// validRef reports whether ref names an object well enough to be cached.
+func validRef(ref *hubv1.ObjectReference) bool {
+	return ref.GetKind() != "" && ref.GetName() != "" && ref.GetApiVersion() != "" &&
+		!strings.Contains(objectKey(ref), "\x00")
+}
+
+// isSecret reports whether r is a Secret, by its reference or by the object itself. Secrets
+// are never cached, whatever the agent sends.
+func isSecret(r *hubv1.Resource) bool {
+	if strings.EqualFold(r.GetRef().GetKind(), "Secret") {
+		return true
+	}
+	obj := r.GetObject()
+	if !bytes.Contains(obj, []byte("Secret")) {
+		return false
+	}
+	var head struct {
+		Kind string `json:"kind"`
+	}
+	// An object that does not parse cannot be shown as a Secret either; drop it to be safe.
+	if err := json.Unmarshal(obj, &head); err != nil {
+		return true
+	}
+	return strings.EqualFold(head.Kind, "Secret")
+}
+
+// accept filters what an agent reports: it returns the objects worth caching, by key, and
+// how many it dropped.
+func accept(resources []*hubv1.Resource) (map[string]*hubv1.Resource, int, int) {
+	out := make(map[string]*hubv1.Resource, len(resources))
+	var secrets, invalid int
+	for _, r := range resources {
+		switch {
+		case !validRef(r.GetRef()):
+			invalid++
+		case isSecret(r):
+			secrets++
+		default:
+			out[objectKey(r.Ref)] = r
+		}
+	}
+	return out, secrets, invalid
+}
+
+func (h *Hub) logDropped(s *stream, secrets, invalid int) {
+	if secrets > 0 {
+		s.log.Warn("dropped Secret objects from the agent's inventory; Secrets are never cached", "count", secrets)
+	}
+	if invalid > 0 {
+		s.log.Warn("dropped inventory objects without api_version, kind and name", "count", invalid)
+	}
+}
+
+// snapshotChunk adds one chunk to the stream's snapshot and replaces the inventory on the
+// last one. It returns a protocol violation, or "".
+func (h *Hub) snapshotChunk(s *stream, m *hubv1.InventorySnapshot) string {
+	if s.snap == nil || s.snap.id != m.SnapshotId {
+		if s.snap != nil {
+			s.log.Info("inventory snapshot abandoned for a newer one", "snapshot", quote(s.snap.id))
+		}
+		s.snap = &snapshotBuilder{id: m.SnapshotId, objects: map[string]*hubv1.Resource{}}
+	}
+	s.snap.bytes += proto.Size(m)
+	if limit := snapshotLimit * h.cfg.MaxMessageBytes; s.snap.bytes > limit {
+		return fmt.Sprintf("inventory snapshot %s exceeds %d bytes", quote(m.SnapshotId), limit)
+	}
+	objects, secrets, invalid := accept(m.Resources)
+	h.logDropped(s, secrets, invalid)
+	for key, r := range objects {
+		s.snap.objects[key] = r
+	}
+	if !m.Last {
+		return ""
+	}
+	objects = s.snap.objects
+	s.snap = nil
+	h.inv.replace(s.key, objects)
+	s.log.Debug("inventory snapshot received", "objects", len(objects))
+	if h.rdb != nil {
+		if err := h.storeInventory(s.key, objects); err != nil {
+			s.log.Warn("storing the inventory in Redis failed; retrying later", "err", err)
+			h.inv.markDirty(s.key)
+		}
+	}
+	return ""
+}
+
+// applyDelta applies an inventory change.
+func (h *Hub) applyDelta(s *stream, m *hubv1.InventoryDelta) {
+	upserts, secrets, invalid := accept(m.Upserts)
+	h.logDropped(s, secrets, invalid)
+	deletions := make([]string, 0, len(m.Deletions))
+	for _, ref := range m.Deletions {
+		if validRef(ref) {
+			deletions = append(deletions, objectKey(ref))
+		}
+	}
+	h.inv.apply(s.key, upserts, deletions)
+	if h.rdb != nil {
+		if err := h.storeDelta(s.key, upserts, deletions); err != nil {
+			s.log.Warn("storing an inventory change in Redis failed; retrying later", "err", err)
+			h.inv.markDirty(s.key)
+		}
+	}
+}
+
+// inventory returns the cached objects of an account.
+func (h *Hub) inventory(ctx context.Context, k agentKey) ([]*hubv1.Resource, error) {
+	if err := h.checkAccount(ctx, k); err != nil {
+		return nil, err
+	}
+	if h.rdb != nil {
+		return h.loadInventory(ctx, k)
+	}
+	return h.inv.list(k), nil
+}
+
+// Namespaces lists the namespaces of an account from the inventory cache: the Namespace
+// objects and the namespaces of namespaced objects, sorted.
+func (h *Hub) Namespaces(ctx context.Context, t store.Tenant, account string) ([]string, error) {
+	objects, err := h.inventory(ctx, agentKey{tenant: t, agent: account})
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, r := range objects {
+		if r.Ref.Kind == "Namespace" && r.Ref.ApiVersion == "v1" {
+			seen[r.Ref.Name] = true
+		}
+		if r.Ref.Namespace != "" {
+			seen[r.Ref.Namespace] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for ns := range seen {
+		out = append(out, ns)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Resources lists an account's cached objects of one kind ("" = any) in one namespace ("" =
+// any), sorted by kind, namespace and name. The results are copies.
+func (h *Hub) Resources(ctx context.Context, t store.Tenant, account, kind, namespace string) ([]*hubv1.Resource, error) {
+	objects, err := h.inventory(ctx, agentKey{tenant: t, agent: account})
+	if err != nil {
+		return nil, err
+	}
+	var out []*hubv1.Resource
+	for _, r := range objects {
+		if (kind == "" || strings.EqualFold(r.Ref.Kind, kind)) && (namespace == "" || r.Ref.Namespace == namespace) {
+			out = append(out, proto.CloneOf(r))
+		}
+	}
+	slices.SortFunc(out, func(a, b *hubv1.Resource) int {
+		return cmp.Or(cmp.Compare(a.Ref.Kind, b.Ref.Kind), cmp.Compare(a.Ref.Namespace, b.Ref.Namespace),
+			cmp.Compare(a.Ref.Name, b.Ref.Name), cmp.Compare(a.Ref.ApiVersion, b.Ref.ApiVersion))
+	})
+	return out, nil
+}

@@ -1,0 +1,697 @@
+package hub
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
+	"github.com/sortie-dev/sortie/store"
+)
+
+// redisTimeout bounds one Redis round trip the hub makes on its own behalf (not a caller's).
+const redisTimeout = 2 * time.Second
+
+// inventoryBatch is how many objects go into one HSET.
+const inventoryBatch = 500
+
+// eventsChannel carries AgentEvents between replicas.
+const eventsChannel = "sortie:hub:events"
+
+func instanceChannel(id string) string { return "sortie:hub:instance:" + id }
+
+// tenantPrefix starts every hub key of a tenant; the hash tag keeps a tenant's keys in one
+// Redis Cluster slot. Ids are path-escaped so none can leave the tag.
+func tenantPrefix(t store.Tenant) string {
+	return "sortie:{t:" + url.PathEscape(t.OrgID) + "/" + url.PathEscape(t.EnvID) + "}:hub:"
+}
+
+func keyStreams(t store.Tenant) string          { return tenantPrefix(t) + "streams" }
+func keyAlive(t store.Tenant, id string) string { return tenantPrefix(t) + "alive:" + id }
+func keyAccounts(t store.Tenant) string         { return tenantPrefix(t) + "accounts" }
+func keyInventory(k agentKey) string            { return tenantPrefix(k.tenant) + "inventory:" + k.agent }
+func keyReconnecting(k agentKey) string         { return tenantPrefix(k.tenant) + "reconnecting:" + k.agent }
+
+// unavailableError is a Redis failure: errors.Is finds store.ErrUnavailable and the cause,
+// while the message names neither the Redis address nor its password.
+type unavailableError struct {
+	op    string
+	cause error
+}
+
+func (e *unavailableError) Error() string {
+	return "hub: " + e.op + ": " + store.ErrUnavailable.Error()
+}
+func (e *unavailableError) Unwrap() []error { return []error{store.ErrUnavailable, e.cause} }
+
+// unavailable wraps a Redis error, or returns ctx's error when that is why the call failed.
+func unavailable(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("hub: %s: %w", op, cerr)
+	}
+	return &unavailableError{op: op, cause: err}
+}
+
+func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+
+// storePresence records a new stream in Redis and tells the other replicas.
+func (h *Hub) storePresence(k agentKey, a Agent) {
+	h.mu.Lock()
+	down := h.redisDown
+	h.mu.Unlock()
+	if down {
+		// Do not hold up the Welcome; the refresh restores presence once Redis is back.
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	rec, _ := json.Marshal(a)
+	_, err := h.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keyStreams(k.tenant), a.StreamID, rec)
+		p.Set(ctx, keyAlive(k.tenant, a.StreamID), "1", h.presenceTTL())
+		p.HSet(ctx, keyAccounts(k.tenant), k.agent, ms(h.now()))
+		p.Del(ctx, keyReconnecting(k))
+		return nil
+	})
+	if err != nil {
+		h.log.Warn("recording agent presence in Redis failed; retrying on the next refresh",
+			"tenant", k.tenant.String(), "agent", k.agent, "stream", a.StreamID, "err", err)
+		h.setRedisDown(true)
+	}
+	h.publishEvent(ctx, k.tenant, AgentEvent{Type: AgentConnected, Agent: a})
+}
+
+// removePresence removes a closed stream from Redis and tells the other replicas. The
+// account's grace period starts now; expectBack marks the agent as told to reconnect.
+func (h *Hub) removePresence(k agentKey, a Agent, expectBack bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	_, err := h.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, keyStreams(k.tenant), a.StreamID)
+		p.Del(ctx, keyAlive(k.tenant, a.StreamID))
+		p.HSet(ctx, keyAccounts(k.tenant), k.agent, ms(h.now()))
+		p.PExpire(ctx, keyInventory(k), h.cfg.GracePeriod+h.presenceTTL())
+		if expectBack {
+			p.Set(ctx, keyReconnecting(k), "1", h.presenceTTL())
+		}
+		return nil
+	})
+	if err != nil {
+		h.log.Warn("removing agent presence from Redis failed; it expires by itself",
+			"tenant", k.tenant.String(), "agent", k.agent, "stream", a.StreamID, "err", err)
+	}
+	h.publishEvent(ctx, k.tenant, AgentEvent{Type: AgentDisconnected, Agent: a})
+}
+
+// eventMessage is an AgentEvent on eventsChannel.
+type eventMessage struct {
+	Origin string         `json:"origin"`
+	OrgID  string         `json:"orgId"`
+	EnvID  string         `json:"envId"`
+	Type   AgentEventType `json:"type"`
+	Agent  Agent          `json:"agent"`
+}
+
+func (h *Hub) publishEvent(ctx context.Context, t store.Tenant, ev AgentEvent) {
+	msg, _ := json.Marshal(eventMessage{Origin: h.id, OrgID: t.OrgID, EnvID: t.EnvID, Type: ev.Type, Agent: ev.Agent})
+	if err := h.rdb.Publish(ctx, eventsChannel, msg).Err(); err != nil {
+		h.log.Debug("publishing an agent event failed", "tenant", t.String(), "err", err)
+	}
+}
+
+// listPresence returns the live agent streams of the tenant on every replica. Records whose
+// TTL key expired (their replica died) are removed, and their disconnection announced, by
+// the one replica that removes each.
+func (h *Hub) listPresence(ctx context.Context, t store.Tenant) ([]Agent, error) {
+	recs, err := h.rdb.HGetAll(ctx, keyStreams(t)).Result()
+	if err != nil {
+		return nil, unavailable(ctx, "list agents", err)
+	}
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, 0, len(recs))
+	keys := make([]string, 0, len(recs))
+	for id := range recs {
+		ids = append(ids, id)
+		keys = append(keys, keyAlive(t, id))
+	}
+	alive, err := h.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, unavailable(ctx, "list agents", err)
+	}
+	var out, dead []Agent
+	for i, id := range ids {
+		var a Agent
+		if err := json.Unmarshal([]byte(recs[id]), &a); err != nil {
+			h.log.Warn("ignoring an unreadable agent presence record", "tenant", t.String(), "stream", id)
+			continue
+		}
+		if alive[i] == nil && !h.isLocalStream(t, a.AgentIdentifier, id) {
+			dead = append(dead, a)
+			continue
+		}
+		out = append(out, a)
+	}
+	if len(dead) > 0 {
+		h.reap(ctx, t, dead)
+	}
+	return out, nil
+}
+
+// reap removes the records of streams whose presence expired and announces them.
+func (h *Hub) reap(ctx context.Context, t store.Tenant, dead []Agent) {
+	cmds, err := h.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, a := range dead {
+			p.HDel(ctx, keyStreams(t), a.StreamID)
+		}
+		return nil
+	})
+	if err != nil {
+		return
+	}
+	for i, c := range cmds {
+		if n, _ := c.(*redis.IntCmd).Result(); n == 1 {
+			a := dead[i]
+			h.log.Info("agent presence expired: its hub replica stopped refreshing it", "tenant", t.String(),
+				"agent", a.AgentIdentifier, "stream", a.StreamID, "hub", a.HubInstanceUUID)
+			ev := AgentEvent{Type: AgentDisconnected, Agent: a}
+			h.mu.Lock()
+			h.notifyLocked(t, ev)
+			h.mu.Unlock()
+			h.publishEvent(ctx, t, ev)
+		}
+	}
+}
+
+// redisAccounts lists the accounts of a tenant from Redis.
+func (h *Hub) redisAccounts(ctx context.Context, t store.Tenant) ([]Account, error) {
+	agents, err := h.Agents(ctx, t, "")
+	if err != nil {
+		return nil, err
+	}
+	seen, err := h.rdb.HGetAll(ctx, keyAccounts(t)).Result()
+	if err != nil {
+		return nil, unavailable(ctx, "list accounts", err)
+	}
+	connected := map[string]bool{}
+	for _, a := range agents {
+		connected[a.AgentIdentifier] = true
+	}
+	now := h.now()
+	var out []Account
+	var stale []string
+	for name := range connected {
+		out = append(out, Account{Name: name, Connected: true})
+	}
+	for name, v := range seen {
+		if connected[name] {
+			continue
+		}
+		if h.inGrace(fromMS(v), now) {
+			out = append(out, Account{Name: name})
+		} else {
+			stale = append(stale, name)
+		}
+	}
+	if len(stale) > 0 {
+		_ = h.rdb.HDel(ctx, keyAccounts(t), stale...).Err()
+	}
+	slices.SortFunc(out, func(a, b Account) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+func fromMS(v string) time.Time {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(n)
+}
+
+// redisAccountKnown reports whether an account is connected on any replica or within its
+// grace period.
+func (h *Hub) redisAccountKnown(ctx context.Context, k agentKey) (bool, error) {
+	v, err := h.rdb.HGet(ctx, keyAccounts(k.tenant), k.agent).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+	case err != nil:
+		return false, unavailable(ctx, "look up account", err)
+	case h.inGrace(fromMS(v), h.now()):
+		return true, nil
+	}
+	agents, err := h.Agents(ctx, k.tenant, k.agent)
+	return len(agents) > 0, err
+}
+
+// storeInventory replaces an agent's inventory in Redis.
+func (h *Hub) storeInventory(k agentKey, objects map[string]*hubv1.Resource) error {
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	_, err := h.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, keyInventory(k))
+		batch := make([]any, 0, 2*inventoryBatch)
+		for key, r := range objects {
+			b, err := proto.Marshal(r)
+			if err != nil {
+				return err
+			}
+			batch = append(batch, key, b)
+			if len(batch) == cap(batch) {
+				p.HSet(ctx, keyInventory(k), batch...)
+				batch = make([]any, 0, 2*inventoryBatch)
+			}
+		}
+		if len(batch) > 0 {
+			p.HSet(ctx, keyInventory(k), batch...)
+		}
+		p.PExpire(ctx, keyInventory(k), h.cfg.GracePeriod+h.presenceTTL())
+		return nil
+	})
+	if err != nil {
+		return unavailable(ctx, "store inventory", err)
+	}
+	return nil
+}
+
+// storeDelta applies an inventory change in Redis.
+func (h *Hub) storeDelta(k agentKey, upserts map[string]*hubv1.Resource, deletions []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	_, err := h.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		if len(upserts) > 0 {
+			fields := make([]any, 0, 2*len(upserts))
+			for key, r := range upserts {
+				b, err := proto.Marshal(r)
+				if err != nil {
+					return err
+				}
+				fields = append(fields, key, b)
+			}
+			p.HSet(ctx, keyInventory(k), fields...)
+		}
+		if len(deletions) > 0 {
+			p.HDel(ctx, keyInventory(k), deletions...)
+		}
+		p.PExpire(ctx, keyInventory(k), h.cfg.GracePeriod+h.presenceTTL())
+		return nil
+	})
+	if err != nil {
+		return unavailable(ctx, "store inventory change", err)
+	}
+	return nil
+}
+
+// loadInventory reads an agent's inventory from Redis.
+func (h *Hub) loadInventory(ctx context.Context, k agentKey) ([]*hubv1.Resource, error) {
+	fields, err := h.rdb.HGetAll(ctx, keyInventory(k)).Result()
+	if err != nil {
+		return nil, unavailable(ctx, "read inventory", err)
+	}
+	out := make([]*hubv1.Resource, 0, len(fields))
+	for _, v := range fields {
+		r := &hubv1.Resource{}
+		if err := proto.Unmarshal([]byte(v), r); err != nil || !validRef(r.Ref) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (h *Hub) setRedisDown(down bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.redisDown = down
+}
+
+// refreshLoop keeps this replica's presence alive in Redis.
+func (h *Hub) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(h.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.refresh(ctx)
+		}
+	}
+}
+
+// refresh renews the presence of every local stream and the last-seen time and inventory TTL
+// of their accounts, and rewrites inventories Redis missed.
+func (h *Hub) refresh(ctx context.Context) {
+	h.mu.Lock()
+	var agents []Agent
+	accounts := map[agentKey]bool{}
+	for t, byAgent := range h.agents {
+		for name, st := range byAgent {
+			for _, s := range st.streams {
+				agents = append(agents, s.agent)
+				accounts[agentKey{tenant: t, agent: name}] = true
+			}
+		}
+	}
+	wasDown := h.redisDown
+	h.mu.Unlock()
+	if len(agents) == 0 && !wasDown {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	now := ms(h.now())
+	expires := map[agentKey]*redis.BoolCmd{}
+	_, err := h.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
+		for _, a := range agents {
+			t := store.Tenant{OrgID: a.OrgID, EnvID: a.EnvID}
+			rec, _ := json.Marshal(a)
+			p.HSet(rctx, keyStreams(t), a.StreamID, rec)
+			p.Set(rctx, keyAlive(t, a.StreamID), "1", h.presenceTTL())
+		}
+		for k := range accounts {
+			p.HSet(rctx, keyAccounts(k.tenant), k.agent, now)
+			expires[k] = p.PExpire(rctx, keyInventory(k), h.cfg.GracePeriod+h.presenceTTL())
+		}
+		return nil
+	})
+	if err != nil {
+		if !wasDown {
+			h.log.Warn("refreshing agent presence in Redis failed", "err", err)
+		}
+		h.setRedisDown(true)
+		return
+	}
+	if wasDown {
+		h.log.Info("Redis reachable again; rewriting presence and inventories")
+		h.inv.markAllDirty()
+		h.setRedisDown(false)
+	}
+	for k, c := range expires {
+		if exists, err := c.Result(); err == nil && !exists {
+			// Lost (Redis restarted between two refreshes): rewrite it from the local copy.
+			h.inv.markDirty(k)
+		}
+	}
+	for _, k := range h.inv.dirtyKeys() {
+		objects, ok := h.inv.copyOf(k)
+		if !ok {
+			continue
+		}
+		if err := h.storeInventory(k, objects); err != nil {
+			h.log.Warn("rewriting an inventory in Redis failed", "tenant", k.tenant.String(), "agent", k.agent, "err", err)
+			return
+		}
+		h.inv.clean(k)
+	}
+}
+
+// instanceMessage is what travels on a replica's own channel: a forwarded command or the
+// result of one.
+type instanceMessage struct {
+	Request *forwardRequest `json:"request,omitempty"`
+	Reply   *forwardReply   `json:"reply,omitempty"`
+}
+
+type forwardRequest struct {
+	ID      string `json:"id"`
+	ReplyTo string `json:"replyTo"`
+	OrgID   string `json:"orgId"`
+	EnvID   string `json:"envId"`
+	Agent   string `json:"agent"`
+	Command []byte `json:"command"` // hubv1.Command, protobuf
+	Hops    int    `json:"hops"`
+}
+
+// Error kinds of a forwardReply.
+const (
+	errKindNotConnected = "not_connected"
+	errKindTimeout      = "timeout"
+	errKindStreamLost   = "stream_lost"
+	errKindUnavailable  = "unavailable"
+	errKindFailed       = "failed"
+)
+
+type forwardReply struct {
+	ID      string `json:"id"`
+	Result  []byte `json:"result,omitempty"` // hubv1.CommandResult, protobuf
+	Error   string `json:"error,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// errNoRemote means no other replica holds the agent.
+var errNoRemote = errors.New("no other replica holds the agent")
+
+// forward sends p to a replica holding its agent and waits for the result.
+func (h *Hub) forward(ctx context.Context, p *pending) (*hubv1.CommandResult, error) {
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return nil, timedOut(p)
+	}
+	agents, err := h.listPresence(ctx, p.agent.tenant)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, timedOut(p)
+		}
+		return nil, err
+	}
+	var hubs []string
+	for _, a := range agents {
+		if a.AgentIdentifier == p.agent.agent && a.HubInstanceUUID != h.id && !slices.Contains(hubs, a.HubInstanceUUID) {
+			hubs = append(hubs, a.HubInstanceUUID)
+		}
+	}
+	if len(hubs) == 0 {
+		return nil, errNoRemote
+	}
+	rand.Shuffle(len(hubs), func(i, j int) { hubs[i], hubs[j] = hubs[j], hubs[i] })
+	cmd, err := proto.Marshal(p.cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	for _, hub := range hubs {
+		req := &forwardRequest{
+			ID: p.cmd.Id + "/" + strconv.FormatUint(rand.Uint64(), 36), ReplyTo: h.id,
+			OrgID: p.agent.tenant.OrgID, EnvID: p.agent.tenant.EnvID, Agent: p.agent.agent,
+			Command: cmd, Hops: p.hops + 1,
+		}
+		body, _ := json.Marshal(instanceMessage{Request: req})
+		replies := make(chan forwardReply, 1)
+		h.mu.Lock()
+		h.forwards[req.ID] = replies
+		h.mu.Unlock()
+		res, err, next := h.awaitForward(ctx, p, hub, req.ID, body, replies)
+		h.mu.Lock()
+		delete(h.forwards, req.ID)
+		h.mu.Unlock()
+		if !next {
+			return res, err
+		}
+	}
+	return nil, errNoRemote
+}
+
+// awaitForward publishes one forwarded command and waits for its reply; next reports that
+// the replica does not (or no longer) hold the agent, so the next one should be tried.
+func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body []byte, replies <-chan forwardReply) (*hubv1.CommandResult, error, bool) {
+	n, err := h.rdb.Publish(ctx, instanceChannel(hub), body).Result()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, timedOut(p), false
+		}
+		return nil, unavailable(ctx, "forward command", err), false
+	}
+	if n == 0 {
+		// That replica is gone; its presence has not expired yet.
+		return nil, nil, true
+	}
+	h.m.forwarded.WithLabelValues("sent").Inc()
+	h.log.Debug("forwarded command", "tenant", p.agent.tenant.String(), "agent", p.agent.agent,
+		"command", p.cmd.Id, "hub", hub)
+	select {
+	case r := <-replies:
+		switch r.Error {
+		case "":
+			res := &hubv1.CommandResult{}
+			if err := proto.Unmarshal(r.Result, res); err != nil {
+				return nil, fmt.Errorf("command %s to agent '%s': unreadable result from replica %s: %w", p.cmd.Id, p.agent.agent, hub, err), false
+			}
+			return res, nil, false
+		case errKindNotConnected:
+			return nil, nil, true
+		case errKindTimeout:
+			return nil, timedOut(p), false
+		case errKindStreamLost:
+			return nil, streamLost(p), false
+		case errKindUnavailable:
+			return nil, &unavailableError{op: "forwarded command", cause: errors.New(r.Message)}, false
+		default:
+			return nil, fmt.Errorf("command %s to agent '%s': %s", p.cmd.Id, p.agent.agent, r.Message), false
+		}
+	case <-ctx.Done():
+		return nil, timedOut(p), false
+	case <-h.done:
+		// The reply would come through the subscription this replica is closing.
+		return nil, streamLost(p), false
+	}
+}
+
+// subscribeLoop serves this replica's Redis subscriptions until ctx ends.
+func (h *Hub) subscribeLoop(ctx context.Context) {
+	ps := h.rdb.Subscribe(ctx, eventsChannel, instanceChannel(h.id))
+	// A blocked Receive does not watch ctx; closing the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
+	defer ps.Close()
+	ready, failing := false, false
+	backoff := 50 * time.Millisecond
+	for {
+		msg, err := ps.Receive(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if !failing {
+				h.log.Warn("Redis subscription failed; retrying (commands for agents on other replicas fail meanwhile)", "err", err)
+				failing = true
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		if failing {
+			h.log.Info("Redis subscription restored")
+			failing = false
+		}
+		backoff = 50 * time.Millisecond
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if !ready {
+				ready = true
+				close(h.ready)
+			} else {
+				// Resubscribed after an outage: events may have been missed.
+				h.retryParked(func(agentKey) bool { return true })
+			}
+		case *redis.Message:
+			h.onMessage(m)
+		}
+	}
+}
+
+func (h *Hub) onMessage(m *redis.Message) {
+	switch m.Channel {
+	case eventsChannel:
+		var ev eventMessage
+		if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil || ev.Origin == h.id {
+			return
+		}
+		t := store.Tenant{OrgID: ev.OrgID, EnvID: ev.EnvID}
+		h.mu.Lock()
+		h.notifyLocked(t, AgentEvent{Type: ev.Type, Agent: ev.Agent})
+		h.mu.Unlock()
+		if ev.Type == AgentConnected {
+			k := agentKey{tenant: t, agent: ev.Agent.AgentIdentifier}
+			h.retryParked(func(x agentKey) bool { return x == k })
+		}
+	case instanceChannel(h.id):
+		var im instanceMessage
+		if err := json.Unmarshal([]byte(m.Payload), &im); err != nil {
+			return
+		}
+		switch {
+		case im.Request != nil:
+			req := im.Request
+			if !h.spawn(&h.wg, func() { h.serveForward(req) }) {
+				h.reply(req, forwardReply{ID: req.ID, Error: errKindNotConnected})
+			}
+		case im.Reply != nil:
+			h.mu.Lock()
+			ch := h.forwards[im.Reply.ID]
+			h.mu.Unlock()
+			if ch != nil {
+				select {
+				case ch <- *im.Reply:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// retryParked tries to forward the waiting commands of the agents match selects.
+func (h *Hub) retryParked(match func(agentKey) bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.shuttingDown {
+		return
+	}
+	for t, byAgent := range h.agents {
+		for name, st := range byAgent {
+			if !match(agentKey{tenant: t, agent: name}) {
+				continue
+			}
+			for p := range st.parked {
+				if p.hops < maxHops {
+					h.wg.Go(func() { h.forwardParked(p) })
+				}
+			}
+		}
+	}
+}
+
+// serveForward runs a command forwarded by another replica and sends the result back.
+func (h *Hub) serveForward(req *forwardRequest) {
+	h.m.forwarded.WithLabelValues("received").Inc()
+	cmd := &hubv1.Command{}
+	if err := proto.Unmarshal(req.Command, cmd); err != nil || cmd.Deadline == nil {
+		h.reply(req, forwardReply{ID: req.ID, Error: errKindFailed, Message: "unreadable forwarded command"})
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), cmd.Deadline.AsTime())
+	defer cancel()
+	res, err := h.send(ctx, store.Tenant{OrgID: req.OrgID, EnvID: req.EnvID}, req.Agent, cmd, req.Hops)
+	r := forwardReply{ID: req.ID}
+	switch {
+	case err == nil:
+		r.Result, err = proto.Marshal(res)
+		if err != nil {
+			r.Error, r.Message = errKindFailed, "unencodable result"
+		}
+	case errors.Is(err, ErrNotConnected):
+		r.Error = errKindNotConnected
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		r.Error = errKindTimeout
+	case errors.Is(err, ErrStreamLost):
+		r.Error = errKindStreamLost
+	case errors.Is(err, store.ErrUnavailable):
+		r.Error, r.Message = errKindUnavailable, err.Error()
+	default:
+		r.Error, r.Message = errKindFailed, err.Error()
+	}
+	h.reply(req, r)
+}
+
+func (h *Hub) reply(req *forwardRequest, r forwardReply) {
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	body, _ := json.Marshal(instanceMessage{Reply: &r})
+	if err := h.rdb.Publish(ctx, instanceChannel(req.ReplyTo), body).Err(); err != nil {
+		h.log.Warn("returning a forwarded command's result failed", "hub", req.ReplyTo, "err", err)
+	}
+}

@@ -1,0 +1,229 @@
+package hub
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
+	"github.com/sortie-dev/sortie/identity"
+)
+
+func TestHelloWelcome(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t, time.Hour)
+	hs := startHub(t, iss, Config{HeartbeatInterval: 300 * time.Millisecond, MaxMessageBytes: 1 << 20}, serverOptions{})
+
+	before := time.Now()
+	a := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
+	w := a.hello("prod-cluster")
+	if w.HubInstanceUuid != hs.hub.InstanceID() {
+		t.Errorf("Welcome.hub_instance_uuid = %q, want %q", w.HubInstanceUuid, hs.hub.InstanceID())
+	}
+	if _, err := uuid.Parse(w.StreamId); err != nil {
+		t.Errorf("Welcome.stream_id %q is not a UUID", w.StreamId)
+	}
+	if got := w.HeartbeatInterval.AsDuration(); got != 300*time.Millisecond {
+		t.Errorf("Welcome.heartbeat_interval = %v, want 300ms", got)
+	}
+	if w.MaxMessageBytes != 1<<20 {
+		t.Errorf("Welcome.max_message_bytes = %d, want %d", w.MaxMessageBytes, 1<<20)
+	}
+
+	agents := agentsOf(t, hs.hub, tenantA, "")
+	want := []Agent{{
+		AgentIdentifier: "prod-cluster", AgentInstanceUUID: a.instance, AgentVersion: "1.2.3",
+		ClientID: "client-" + tenantA.EnvID, OrgID: tenantA.OrgID, EnvID: tenantA.EnvID,
+		HubInstanceUUID: hs.hub.InstanceID(), StreamID: w.StreamId, IPAddress: "127.0.0.1",
+		NodeIP: "10.0.0.7", K8sClusterRoleSupport: true, KubernetesVersion: "v1.37.2",
+	}}
+	if diff := cmp.Diff(want, agents, cmpopts.IgnoreFields(Agent{}, "ConnectedAt", "LastHeartbeatAt")); diff != "" {
+		t.Fatalf("Agents (-want +got):\n%s", diff)
+	}
+	if at := agents[0].ConnectedAt; at.Before(before) || at.After(time.Now()) {
+		t.Errorf("ConnectedAt %v is not the time of the Hello", at)
+	}
+
+	// The hub sends heartbeats; the agent's heartbeats update LastHeartbeatAt.
+	select {
+	case m := <-a.in:
+		if m.GetHeartbeat() == nil || m.GetHeartbeat().SendTime == nil {
+			t.Fatalf("got %v, want a Heartbeat with send_time", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Heartbeat from the hub")
+	}
+	first := agents[0].LastHeartbeatAt
+	a.mustSend(&hubv1.ConnectRequest{Message: &hubv1.ConnectRequest_Heartbeat{Heartbeat: &hubv1.Heartbeat{}}})
+	eventually(t, 5*time.Second, "LastHeartbeatAt to advance", func() bool {
+		got := agentsOf(t, hs.hub, tenantA, "prod-cluster")
+		return len(got) == 1 && got[0].LastHeartbeatAt.After(first)
+	})
+	if n := hs.metric(t, "sortie_hub_streams"); n != 1 {
+		t.Errorf("sortie_hub_streams = %v, want 1", n)
+	}
+}
+
+// unknownKind is an agent message of a kind this hub does not know (field 99 of the oneof),
+// as a newer agent would send.
+func unknownKind() *hubv1.ConnectRequest {
+	m := &hubv1.ConnectRequest{}
+	raw := protowire.AppendTag(nil, 99, protowire.BytesType)
+	raw = protowire.AppendBytes(raw, []byte("from the future"))
+	m.ProtoReflect().SetUnknown(raw)
+	return m
+}
+
+func TestProtocolViolations(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t, time.Hour)
+	hs := startHub(t, iss, Config{HeartbeatInterval: 5 * time.Second, MaxMessageBytes: 64 << 10},
+		serverOptions{opts: []Option{withHelloTimeout(300 * time.Millisecond)}})
+	// A bystander connected throughout must never notice.
+	bystander := connectAgent(t, hs, iss, tenantA, "bystander", succeed)
+
+	big := &hubv1.ConnectRequest{Message: &hubv1.ConnectRequest_InventorySnapshot{InventorySnapshot: &hubv1.InventorySnapshot{
+		SnapshotId: "s", Last: true,
+		Resources: []*hubv1.Resource{{Ref: &hubv1.ObjectReference{ApiVersion: "v1", Kind: "ConfigMap", Name: "big"}, Object: make([]byte, 100<<10)}},
+	}}}
+	tests := []struct {
+		name    string
+		hello   bool // say a valid Hello first
+		send    []*hubv1.ConnectRequest
+		message string
+	}{
+		{name: "no Hello in time", message: "no Hello within 300ms of opening the stream"},
+		{name: "heartbeat before Hello", send: []*hubv1.ConnectRequest{{Message: &hubv1.ConnectRequest_Heartbeat{Heartbeat: &hubv1.Heartbeat{}}}},
+			message: "the first message must be a Hello, not heartbeat"},
+		{name: "result before Hello", send: []*hubv1.ConnectRequest{{Message: &hubv1.ConnectRequest_CommandResult{CommandResult: &hubv1.CommandResult{CommandId: "x"}}}},
+			message: "the first message must be a Hello, not command_result"},
+		{name: "identifier with a space", send: []*hubv1.ConnectRequest{helloMsg("bad id", uuid.NewString())},
+			message: `hello.agent_identifier "bad id" is invalid: it must match ^[a-zA-Z0-9_-]+$ and have at most 63 characters`},
+		{name: "identifier too long", send: []*hubv1.ConnectRequest{helloMsg(strings.Repeat("a", 64), uuid.NewString())},
+			message: "hello.agent_identifier \"" + strings.Repeat("a", 64) + "\" is invalid"},
+		{name: "identifier missing", send: []*hubv1.ConnectRequest{helloMsg("", uuid.NewString())},
+			message: "hello.agent_identifier is required"},
+		{name: "instance not a UUID", send: []*hubv1.ConnectRequest{helloMsg("ok", "not-a-uuid")},
+			message: `hello.agent_instance_uuid "not-a-uuid" is not a UUID`},
+		{name: "node IP not an IP", send: []*hubv1.ConnectRequest{func() *hubv1.ConnectRequest {
+			m := helloMsg("ok", uuid.NewString())
+			m.GetHello().NodeIp = "node-1"
+			return m
+		}()}, message: `hello.node_ip "node-1" is not an IP address`},
+		{name: "oversized message", hello: true, send: []*hubv1.ConnectRequest{big},
+			message: "message exceeds max_message_bytes (65536 bytes)"},
+		{name: "Hello for another identifier", hello: true, send: []*hubv1.ConnectRequest{helloMsg("other", uuid.NewString())},
+			message: `a stream carries one agent: got a Hello for "other" on the stream of "victim"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
+			if tc.hello {
+				a.hello("victim")
+			}
+			for _, m := range tc.send {
+				a.mustSend(m)
+			}
+			if len(tc.send) == 0 && !tc.hello {
+				// Open the stream without sending anything: send headers only.
+				if err := a.stream.Send(nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a.startReading()
+			a.expectGoodbye(hubv1.Goodbye_REASON_PROTOCOL_ERROR, tc.message, connect.CodeInvalidArgument)
+		})
+	}
+	t.Run("bystander unaffected", func(t *testing.T) {
+		// Runs after the parallel subtests above have finished.
+		res, err := hs.hub.Send(context.Background(), tenantA, "bystander", listNamespaces())
+		if err != nil || res.Outcome != hubv1.CommandResult_OUTCOME_SUCCEEDED {
+			t.Fatalf("Send to bystander = %v, %v", res, err)
+		}
+		if got := agentsOf(t, hs.hub, tenantA, ""); len(got) != 1 || got[0].AgentIdentifier != "bystander" {
+			t.Fatalf("Agents = %+v, want only the bystander", got)
+		}
+		_ = bystander
+	})
+}
+
+// TestToleratedMessages: unknown kinds, a repeated Hello and results nobody waits for are
+// ignored; the stream keeps working.
+func TestToleratedMessages(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t, time.Hour)
+	hs := startHub(t, iss, Config{HeartbeatInterval: 5 * time.Second}, serverOptions{})
+	a := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
+	a.mustSend(unknownKind()) // before the Hello, too
+	a.hello("tolerant")
+	for _, m := range []*hubv1.ConnectRequest{
+		unknownKind(),
+		helloMsg("tolerant", a.instance),
+		{Message: &hubv1.ConnectRequest_CommandResult{CommandResult: &hubv1.CommandResult{CommandId: "never-sent"}}},
+		{Message: &hubv1.ConnectRequest_ResourceEvent{ResourceEvent: &hubv1.ResourceEvent{WatchId: "w"}}},
+	} {
+		a.mustSend(m)
+	}
+	a.serve(succeed, 0, nil)
+	res, err := hs.hub.Send(context.Background(), tenantA, "tolerant", listNamespaces())
+	if err != nil || res.Outcome != hubv1.CommandResult_OUTCOME_SUCCEEDED {
+		t.Fatalf("Send = %v, %v", res, err)
+	}
+}
+
+// TestRawHandler: Connect also works mounted without Hub.Handler, and enforces
+// MaxMessageBytes itself when the transport has no read limit.
+func TestRawHandler(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t, time.Hour)
+	hs := startHub(t, iss, Config{HeartbeatInterval: 5 * time.Second, MaxMessageBytes: 64 << 10}, serverOptions{raw: true})
+	connectAgent(t, hs, iss, tenantA, "raw", succeed)
+	res, err := hs.hub.Send(context.Background(), tenantA, "raw", listNamespaces())
+	if err != nil || res.Outcome != hubv1.CommandResult_OUTCOME_SUCCEEDED {
+		t.Fatalf("Send = %v, %v", res, err)
+	}
+	big := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
+	big.hello("big")
+	big.mustSend(snapshot("s", true, &hubv1.Resource{Ref: &hubv1.ObjectReference{ApiVersion: "v1", Kind: "ConfigMap", Name: "big"},
+		Object: make([]byte, 100<<10)}))
+	big.expectGoodbye(hubv1.Goodbye_REASON_PROTOCOL_ERROR, "bytes exceeds max_message_bytes (65536 bytes)", connect.CodeInvalidArgument)
+}
+
+// TestAuthRequired: without a verified principal the hub refuses the stream, and the auth
+// layer refuses a token without scope connect:agentHub.
+func TestAuthRequired(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t, time.Hour)
+	tests := []struct {
+		name   string
+		noAuth bool
+		scope  string
+		want   connect.Code
+	}{
+		{name: "no principal", noAuth: true, scope: identity.ScopeConnectAgentHub, want: connect.CodeUnauthenticated},
+		{name: "wrong scope", scope: identity.ScopeReadInfrastructure, want: connect.CodePermissionDenied},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			hs := startHub(t, iss, Config{}, serverOptions{noAuth: tc.noAuth})
+			a := dial(t, hs.URL, iss.token(t, tenantA, tc.scope), agentOptions{})
+			a.mustSend(helloMsg("x", a.instance))
+			a.startReading()
+			if _, err := a.nextOrEnd(5 * time.Second); connect.CodeOf(err) != tc.want {
+				t.Fatalf("stream ended with %v, want %v", err, tc.want)
+			}
+			if got := agentsOf(t, hs.hub, tenantA, ""); len(got) != 0 {
+				t.Fatalf("Agents = %+v, want none", got)
+			}
+		})
+	}
+}
