@@ -583,7 +583,13 @@ func (h *Hub) beginCloseLocked(s *stream, gb *hubv1.Goodbye) {
 		}
 	}
 	if gb != nil {
-		s.log.Info("closing agent stream", "reason", gb.Reason.String(), "detail", gb.Message)
+		// At shutdown one summary line stands for every stream (see shutdown), so thousands
+		// of agents don't mean thousands of log writes under h.mu.
+		level := slog.LevelInfo
+		if gb.Reason == hubv1.Goodbye_REASON_SERVER_SHUTTING_DOWN {
+			level = slog.LevelDebug
+		}
+		s.log.Log(context.Background(), level, "closing agent stream", "reason", gb.Reason.String(), "detail", gb.Message)
 		if gb.Reason == hubv1.Goodbye_REASON_TOO_SLOW {
 			h.m.dropped.Inc()
 		}
