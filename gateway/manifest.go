@@ -139,8 +139,8 @@ spec:
                 fieldRef: {fieldPath: status.hostIP}
           ports:
             - {name: health, containerPort: 8081}
-          livenessProbe:
-            httpGet: {path: /healthz, port: health}
+          # /healthz is 200 only while the agent holds a stream to Sortie: it gates readiness,
+          # never liveness, so a Sortie outage does not restart every agent.
           readinessProbe:
             httpGet: {path: /healthz, port: health}
           resources:

@@ -55,24 +55,6 @@ func TestPercentileAndMedian(t *testing.T) {
 	}
 }
 
-func TestBackoffFollowsTheAgentPolicy(t *testing.T) {
-	t.Parallel()
-	b := newBackoff()
-	base := float64(time.Second)
-	for i := range 20 {
-		d := b.Next()
-		lo, hi := time.Duration(base*0.8), min(time.Duration(base*1.2), backoffMax)
-		if d < lo || d > hi {
-			t.Fatalf("delay %d = %s, want within [%s, %s]", i, d, lo, hi)
-		}
-		base = min(base*backoffFactor, float64(backoffMax))
-	}
-	b.Reset()
-	if d := b.Next(); d < 800*time.Millisecond || d > 1200*time.Millisecond {
-		t.Errorf("after Reset, delay = %s, want 1s ±20%%", d)
-	}
-}
-
 func TestHistogram(t *testing.T) {
 	t.Parallel()
 	r := agentsResult{Storm: stormResult{times: []float64{0.2, 1.5, 1.7, 3.9}}}

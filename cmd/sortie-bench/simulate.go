@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sortie-dev/sortie/agent"
 	"github.com/sortie-dev/sortie/cmd/internal/flagenv"
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
@@ -170,7 +171,7 @@ func (s *simulator) runAgent(ctx context.Context, n int) {
 		sim: s, id: agentName(n), instance: uuid.NewString(),
 		client: hubv1connect.NewAgentHubServiceClient(newH2CClient(), s.cfg.URL, connect.WithGRPC()),
 	}
-	retry := newBackoff()
+	retry := agent.NewBackoff(rand.Float64)
 	var lostAt time.Time // when the last welcomed stream ended; zero while connected
 	var lastImmediate time.Time
 	attempts := 0
@@ -212,13 +213,10 @@ func (s *simulator) runAgent(ctx context.Context, n int) {
 			s.failures.Add(1)
 			s.lastErr.Store(strings.ReplaceAll(end.err.Error(), "\n", "; "))
 		}
-		if connectedFor >= stableAfter {
-			retry.Reset()
-		}
-		delay := retry.Next()
+		delay := retry.After(connectedFor)
 		if end.goodbye == hubv1.Goodbye_REASON_TOKEN_EXPIRED {
 			s.tokens.invalidate(end.token)
-			if time.Since(lastImmediate) >= stableAfter {
+			if time.Since(lastImmediate) >= 10*time.Second { // as the agent: at most one immediate reconnect per 10 s
 				lastImmediate, delay = time.Now(), 0
 			}
 		}
