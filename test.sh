@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test tier of Sortie, installing what the tests need first. The tests start their
-# own private instances (redis-server on a unix socket, the server on free loopback ports) and
-# clean them up; nothing here touches services already running on the machine.
+# own private instances (redis-server on a unix socket, the server and agents on free loopback
+# ports, etcd and kube-apiserver built from source) and clean them up; nothing here touches
+# services already running on the machine.
 #
 #   ./test.sh            everything (what CI runs)
 #   FUZZTIME=30s ./test.sh   longer fuzz runs
@@ -45,8 +46,13 @@ if ! diff -r "$before/gen" gen; then
   exit 1
 fi
 
-step "unit and integration tests (-race)"
-go test -race -count=1 ./...
+step "real-cluster binaries (etcd, kube-apiserver, controllers, KWOK, Argo Rollouts)"
+echo "built from their Go modules into a cache; the first build takes about 10 minutes"
+SORTIE_E2E_BIN="$(bash e2e/build.sh | tail -n1)"
+export SORTIE_E2E_BIN
+
+step "unit, integration and real-cluster tests (-race)"
+go test -race -count=1 -timeout 20m ./...
 
 step "fuzzing ($FUZZTIME per target)"
 for target in $(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' . | sed 's/func //' | sort -u); do

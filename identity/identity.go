@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -69,6 +70,9 @@ type Service struct {
 	failures  *prometheus.CounterVec
 
 	bootstrapWait time.Duration
+
+	orgMu    sync.RWMutex // guards orgNames
+	orgNames map[string]string
 }
 
 // Failed token attempts allowed per window before further attempts are refused.
@@ -208,15 +212,36 @@ func (s *Service) token(ctx context.Context, req TokenRequest, remoteAddr string
 }
 
 func (s *Service) principalOf(ctx context.Context, cred store.Credential, scopes []string) (Principal, error) {
-	org, err := s.st.GetOrganization(ctx, cred.Tenant.OrgID)
+	orgName, err := s.orgName(ctx, cred.Tenant.OrgID)
 	if err != nil {
 		return Principal{}, err
 	}
 	return Principal{
 		Type: PrincipalMachine, Subject: cred.ClientID, Name: cred.Name,
-		OrgID: org.ID, OrgName: org.Name, EnvID: cred.Tenant.EnvID,
+		OrgID: cred.Tenant.OrgID, OrgName: orgName, EnvID: cred.Tenant.EnvID,
 		Roles: slices.Clone(cred.Roles), Scopes: scopes,
 	}, nil
+}
+
+// orgName returns an organization's name; names never change, so each is read once.
+func (s *Service) orgName(ctx context.Context, orgID string) (string, error) {
+	s.orgMu.RLock()
+	name, ok := s.orgNames[orgID]
+	s.orgMu.RUnlock()
+	if ok {
+		return name, nil
+	}
+	org, err := s.st.GetOrganization(ctx, orgID)
+	if err != nil {
+		return "", err
+	}
+	s.orgMu.Lock()
+	if s.orgNames == nil {
+		s.orgNames = map[string]string{}
+	}
+	s.orgNames[orgID] = org.Name
+	s.orgMu.Unlock()
+	return org.Name, nil
 }
 
 // Sign issues a token for p with the given audience, signed with the current key.
