@@ -11,8 +11,9 @@
 // every stream at shutdown end with a Goodbye saying why, after which Connect ends the
 // stream with a matching code (PROTOCOL_ERROR: InvalidArgument, TOKEN_EXPIRED:
 // Unauthenticated, TOO_SLOW: ResourceExhausted, HEARTBEAT_TIMEOUT: DeadlineExceeded,
-// SERVER_SHUTTING_DOWN: Unavailable). Each stream has a bounded send queue drained by its own
-// writer goroutine, so one slow agent never stalls the hub or the others.
+// SERVER_SHUTTING_DOWN: Unavailable). Each stream has a bounded send queue drained by the stream's
+// own handler goroutine, each write bounded by three heartbeat intervals, so one slow agent
+// never stalls the hub or the others.
 //
 // Inventory snapshots and deltas are cached per tenant and agent identifier (in memory, or in
 // Redis with WithRedis) and kept for the grace period after the identifier's last stream
@@ -73,7 +74,7 @@ const (
 	DefaultHeartbeatInterval = 20 * time.Second
 	DefaultGracePeriod       = 5 * time.Minute
 	DefaultMaxMessageBytes   = 16 << 20
-	DefaultSendQueueLength   = 256
+	DefaultSendQueueLength   = 64
 	DefaultCommandTimeout    = 30 * time.Second
 )
 
@@ -85,7 +86,7 @@ type Config struct {
 	HeartbeatInterval time.Duration // 20s: sent in Welcome; a stream silent for 3 intervals is dead
 	GracePeriod       time.Duration // 5m: an account and its inventory stay after its last stream closes
 	MaxMessageBytes   int           // 16 MiB: larger agent messages end the stream with Goodbye PROTOCOL_ERROR
-	SendQueueLength   int           // 256: per-stream bounded queue; a full queue drops the stream (Goodbye TOO_SLOW) and counts it
+	SendQueueLength   int           // 64: per-stream bounded queue; a full queue drops the stream (Goodbye TOO_SLOW) and counts it
 	CommandTimeout    time.Duration // 30s: default deadline when Send's ctx has none
 	Now               func() time.Time
 	Registerer        prometheus.Registerer // sortie_hub_* metrics: streams, commands by outcome, dropped streams, forwarded commands

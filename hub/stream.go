@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"sync/atomic"
@@ -43,11 +44,10 @@ type stream struct {
 	id    string
 	key   agentKey
 	log   *slog.Logger
-	queue chan outItem  // bounded; filled under Hub.mu without blocking, drained by the writer
+	queue chan outItem  // bounded; filled under Hub.mu without blocking, drained by serve
 	stop  chan struct{} // closed (under Hub.mu) when the hub decides to close the stream
 
-	// writeStart is when the writer's current Send began (unix nanoseconds), 0 when idle; a
-	// write stuck for three heartbeat intervals means the agent stopped reading.
+	// writeStart is when the current Send began (unix nanoseconds), 0 when idle.
 	writeStart atomic.Int64
 
 	// Guarded by Hub.mu.
@@ -168,24 +168,22 @@ func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectR
 	}}}}
 	h.register(s)
 
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		if err := h.writeLoop(s, bs); err != nil {
-			s.log.Debug("writing to the agent failed", "err", err)
-		}
-	}()
-	err = h.serve(ctx, s, principal, recv, writerDone)
+	// The handler goroutine both decides and writes (serve); only reading has a goroutine of
+	// its own, which keeps an idle agent at two goroutines besides net/http's.
+	rc, _ := ctx.Value(responseControllerKey{}).(*http.ResponseController)
+	err = h.serve(ctx, s, principal, recv, bs, rc)
 
 	h.mu.Lock()
 	h.beginCloseLocked(s, nil)
 	h.mu.Unlock()
-	// The writer says Goodbye; an agent that does not read gets closeGrace, then the HTTP/2
-	// stream is reset, which unblocks the writer.
-	if rc, ok := ctx.Value(responseControllerKey{}).(*http.ResponseController); ok {
+	// Say Goodbye; an agent that does not read gets closeGrace, then the HTTP/2 stream is
+	// reset.
+	if rc != nil {
 		_ = rc.SetWriteDeadline(time.Now().Add(h.closeGrace()))
 	}
-	<-writerDone
+	if werr := h.writeGoodbye(s, bs); werr != nil {
+		s.log.Debug("saying goodbye to the agent failed", "err", werr)
+	}
 	h.unregister(s)
 	return err
 }
@@ -352,37 +350,47 @@ func (h *Hub) sizeViolation(m *hubv1.ConnectRequest) (string, bool) {
 	return "", false
 }
 
-// serve runs a registered stream until it must close, and returns what Connect returns.
-func (h *Hub) serve(ctx context.Context, s *stream, principal identity.Principal, recv <-chan received, writerDone <-chan struct{}) error {
+// serve runs a registered stream until it must close, and returns what Connect returns. It
+// writes what is queued for the agent itself; with rc, each write must finish within three
+// heartbeat intervals or the agent is too slow and the stream is dropped.
+func (h *Hub) serve(ctx context.Context, s *stream, principal identity.Principal, recv <-chan received,
+	bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse], rc *http.ResponseController) error {
 	interval := h.cfg.HeartbeatInterval
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var expired <-chan time.Time
 	if !principal.ExpiresAt.IsZero() {
-		t := time.NewTimer(principal.ExpiresAt.Sub(h.now()))
+		// A timer of its own, not a case below: expiry must act even while a write blocks.
+		t := time.AfterFunc(principal.ExpiresAt.Sub(h.now()), func() {
+			h.closeWith(s, hubv1.Goodbye_REASON_TOKEN_EXPIRED, "the stream's token expired; reconnect with a new token")
+		})
 		defer t.Stop()
-		expired = t.C
 	}
 	lastHeard := time.Now()
 	for {
+		// A decision to close wins over anything still queued.
+		select {
+		case <-s.stop:
+			return closeError(s.goodbye)
+		default:
+		}
 		select {
 		case <-ctx.Done():
 			s.log.Info("agent stream ended by its connection")
 			return nil
 		case <-s.stop:
 			return closeError(s.goodbye)
-		case <-writerDone:
-			s.log.Info("agent stream broke while writing to it")
-			return nil
-		case <-expired:
-			return h.closeWith(s, hubv1.Goodbye_REASON_TOKEN_EXPIRED, "the stream's token expired; reconnect with a new token")
+		case it := <-s.queue:
+			if err := h.write(s, bs, rc, it); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					return h.closeWith(s, hubv1.Goodbye_REASON_TOO_SLOW, "the agent has not read what the hub sent for 3 heartbeat intervals")
+				}
+				s.log.Info("agent stream broke while writing to it", "err", err)
+				return nil
+			}
 		case <-tick.C:
 			if silent := time.Since(lastHeard); silent > 3*interval {
 				return h.closeWith(s, hubv1.Goodbye_REASON_HEARTBEAT_TIMEOUT,
 					fmt.Sprintf("nothing heard from the agent for %s (3 heartbeat intervals)", silent.Round(time.Millisecond)))
-			}
-			if start := s.writeStart.Load(); start != 0 && time.Since(time.Unix(0, start)) > 3*interval {
-				return h.closeWith(s, hubv1.Goodbye_REASON_TOO_SLOW, "the agent has not read what the hub sent for 3 heartbeat intervals")
 			}
 			hb := &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Heartbeat{Heartbeat: &hubv1.Heartbeat{SendTime: timestamppb.New(h.now())}}}
 			h.mu.Lock()
@@ -456,38 +464,28 @@ func (h *Hub) handle(s *stream, msg *hubv1.ConnectRequest) (done bool, err error
 	return false, nil
 }
 
-// writeLoop is the stream's writer: it sends what is queued until the stream closes, then
-// the Goodbye if there is one.
-func (h *Hub) writeLoop(s *stream, bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse]) error {
-	for {
-		select {
-		case <-s.stop:
-			return h.writeGoodbye(s, bs)
-		default:
+// write sends one queued item: a message, or a command unless it was finished or handed on
+// meanwhile.
+func (h *Hub) write(s *stream, bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse], rc *http.ResponseController, it outItem) error {
+	msg := it.msg
+	if it.p != nil {
+		h.mu.Lock()
+		ok := !it.p.finished && it.p.stream == s && !s.closing
+		if ok {
+			it.p.sent = true
 		}
-		select {
-		case <-s.stop:
-			return h.writeGoodbye(s, bs)
-		case it := <-s.queue:
-			msg := it.msg
-			if it.p != nil {
-				h.mu.Lock()
-				ok := !it.p.finished && it.p.stream == s && !s.closing
-				if ok {
-					it.p.sent = true
-				}
-				h.mu.Unlock()
-				if !ok {
-					// Finished already, or the stream is closing: unregister hands it on.
-					continue
-				}
-				msg = &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Command{Command: it.p.cmd}}
-			}
-			if err := s.send(bs, msg); err != nil {
-				return err
-			}
+		h.mu.Unlock()
+		if !ok {
+			// Finished already, or the stream is closing: unregister hands it on.
+			return nil
 		}
+		msg = &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Command{Command: it.p.cmd}}
 	}
+	if rc != nil {
+		_ = rc.SetWriteDeadline(time.Now().Add(3 * h.cfg.HeartbeatInterval))
+		defer rc.SetWriteDeadline(time.Time{})
+	}
+	return s.send(bs, msg)
 }
 
 func (h *Hub) writeGoodbye(s *stream, bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse]) error {
