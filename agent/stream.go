@@ -382,7 +382,9 @@ func (a *Agent) serveStream(ctx, workCtx context.Context, sess *session, interva
 		case err := <-recvErr:
 			return sessionEnd{err: err}
 		case err := <-writerErr:
-			return sessionEnd{err: err}
+			// A send fails as soon as the hub closes its side, which it does right after a
+			// Goodbye: read what is left, so its reason (say, token expired) is not lost.
+			return a.goodbyeAfterSendError(err, recv, recvErr)
 		case <-tick.C:
 			if a.now().Sub(lastHeard) > missedHeartbeats*interval {
 				return sessionEnd{err: errDeadStream}
@@ -407,6 +409,24 @@ func (a *Agent) serveStream(ctx, workCtx context.Context, sess *session, interva
 				// A newer hub's message kind (the oneof is unset here): ignore it.
 				a.log.Debug("ignoring an unknown message from the hub")
 			}
+		}
+	}
+}
+
+// goodbyeAfterSendError looks, briefly, for a Goodbye the hub sent before the failed send.
+func (a *Agent) goodbyeAfterSendError(sendErr error, recv <-chan *hubv1.ConnectResponse, recvErr <-chan error) sessionEnd {
+	t := time.NewTimer(goodbyeTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case msg := <-recv:
+			if gb := msg.GetGoodbye(); gb != nil {
+				return sessionEnd{goodbye: gb}
+			}
+		case <-recvErr:
+			return sessionEnd{err: sendErr}
+		case <-t.C:
+			return sessionEnd{err: sendErr}
 		}
 	}
 }
