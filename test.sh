@@ -47,7 +47,7 @@ if ! diff -r "$before/gen" gen; then
 fi
 
 step "real-cluster binaries (etcd, kube-apiserver, controllers, KWOK, Argo Rollouts)"
-echo "built from their Go modules into a cache; the first build takes about 10 minutes"
+echo "built from their Go modules into a cache; the first build takes 20 minutes or more on 2 cores"
 SORTIE_E2E_BIN="$(bash e2e/build.sh | tail -n1)"
 export SORTIE_E2E_BIN
 

@@ -109,7 +109,7 @@ for t in "${targets[@]}"; do
 		continue
 	fi
 	if [ $first = 1 ]; then
-		log "building $name (first run, may take ~10 min)..."
+		log "building $name (first run, may take ~20 min)..."
 		first=0
 	else
 		log "building $name..."
