@@ -97,14 +97,14 @@ func (g *Gateway) registerOIDC() {
 		OperationID: "oidc-jwks", Method: http.MethodGet, Path: "/.well-known/jwks.json",
 		Summary: "Public token-signing keys", Tags: []string{"Identity"},
 		Description: "The current signing key and every previous key whose tokens may not have expired yet.",
-	}, func(context.Context, *struct{}) (*jwksOutput, error) {
+	}, func(ctx context.Context, _ *struct{}) (*jwksOutput, error) {
 		out := &jwksOutput{CacheControl: "public, max-age=60"}
 		raw, err := json.Marshal(g.id.Keys().JWKS())
 		if err != nil {
-			return nil, restError(context.Background(), g.log, err)
+			return nil, restError(ctx, g.log, err)
 		}
 		if err := json.Unmarshal(raw, &out.Body); err != nil {
-			return nil, restError(context.Background(), g.log, err)
+			return nil, restError(ctx, g.log, err)
 		}
 		if out.Body.Keys == nil {
 			out.Body.Keys = []jwk{}
