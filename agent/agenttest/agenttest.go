@@ -71,12 +71,6 @@ func WithHeartbeat(d time.Duration) HubOption {
 	return func(o *hubOptions) { o.heartbeat, o.sendBeats = d, true }
 }
 
-// WithSilentHeartbeat announces interval d in the Welcome but sends no heartbeats: the
-// agent should find the stream dead after three intervals.
-func WithSilentHeartbeat(d time.Duration) HubOption {
-	return func(o *hubOptions) { o.heartbeat, o.sendBeats = d, false }
-}
-
 // WithMaxMessageBytes sets the Welcome's max_message_bytes.
 func WithMaxMessageBytes(n int64) HubOption {
 	return func(o *hubOptions) { o.maxMessage = n }
@@ -519,9 +513,6 @@ func IsGoodbye(m *hubv1.ConnectRequest) bool { return m.GetGoodbye() != nil }
 
 // IsLastSnapshotChunk matches the final chunk of an inventory snapshot.
 func IsLastSnapshotChunk(m *hubv1.ConnectRequest) bool { return m.GetInventorySnapshot().GetLast() }
-
-// IsDelta matches inventory deltas.
-func IsDelta(m *hubv1.ConnectRequest) bool { return m.GetInventoryDelta() != nil }
 
 // Snapshot returns the resources of the first complete snapshot the stream received.
 func (s *Stream) Snapshot() ([]*hubv1.Resource, bool) {

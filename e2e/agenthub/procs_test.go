@@ -1,7 +1,6 @@
 package agenthub_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -348,16 +347,4 @@ func (p *proxy) cut() {
 		c.Close()
 		delete(p.conns, c)
 	}
-}
-
-// lines returns the JSON log lines of a process that contain s.
-func (p *process) lines(s string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(p.out.String()))
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), s) {
-			out = append(out, sc.Text())
-		}
-	}
-	return out
 }
