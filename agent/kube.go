@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -177,7 +178,8 @@ func (k *kube) selectorClient(sel *hubv1.ResourceSelector) (dynamic.ResourceInte
 		opts.LabelSelector = s
 	}
 	if n := sel.GetName(); n != "" {
-		opts.FieldSelector = "metadata.name=" + n
+		// Escaped: a name holding ',' or '=' must select nothing, not break the selector.
+		opts.FieldSelector = fields.OneTermEqualSelector("metadata.name", n).String()
 	}
 	m, err := k.mapping(gvk)
 	if err != nil {
