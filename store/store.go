@@ -141,3 +141,174 @@ type Store interface {
 	// Close releases the store's resources.
 	Close() error
 }
+
+// Pipeline statuses the store reasons about (the one status enum of api.md section 4). The store
+// treats a pipeline as active while its status is not terminal: it is in progress (NOT_STARTED,
+// RUNNING, PAUSED, AWAITING_APPROVAL) or waiting in line (QUEUED).
+const (
+	StatusNotStarted       = "NOT_STARTED"
+	StatusQueued           = "QUEUED"
+	StatusRunning          = "RUNNING"
+	StatusPaused           = "PAUSED"
+	StatusAwaitingApproval = "AWAITING_APPROVAL"
+	StatusSucceeded        = "SUCCEEDED"
+	StatusFailed           = "FAILED"
+	StatusCancelled        = "CANCELLED"
+	StatusRejected         = "REJECTED"
+)
+
+// TerminalStatus reports whether a pipeline in status s is finished.
+func TerminalStatus(s string) bool {
+	switch s {
+	case StatusSucceeded, StatusFailed, StatusCancelled, StatusRejected:
+		return true
+	}
+	return false
+}
+
+// Pipeline is one deployment pipeline of a tenant. The store indexes it by tenant, by
+// application and by status; State and Sealed are the engine's, stored as given.
+type Pipeline struct {
+	ID          string
+	Tenant      Tenant
+	Application string
+	Status      string
+	// BlockedBy is the id of the pipeline a QUEUED pipeline waits for, or of the newer
+	// pipeline that replaced a REJECTED one.
+	BlockedBy string
+	// Revision increases by one on every write; updates are conditioned on it.
+	Revision    int64
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	CompletedAt time.Time // zero while active
+	// State is the engine's plain state (targets, steps, decisions), JSON it owns.
+	State []byte
+	// Sealed is the engine's encrypted part (config, manifests, context).
+	Sealed []byte
+}
+
+// PipelineEvent is one entry of a pipeline's append-only history.
+type PipelineEvent struct {
+	Seq  int64 // 1, 2, 3... per pipeline, assigned by the store in append order
+	Time time.Time
+	// Type names the event (for example "target.status", "approval", "apply").
+	Type string
+	// Data is the engine's JSON payload.
+	Data []byte
+}
+
+// InProgressRule says what CreatePipeline does when the application already has an active
+// pipeline.
+type InProgressRule int
+
+// InProgressRule values (deploymentConfig.ifDeploymentInProgress.strategy).
+const (
+	// RejectInProgress refuses the new pipeline with ErrInProgress.
+	RejectInProgress InProgressRule = iota
+	// EnqueueOne stores the new pipeline as QUEUED behind the in-progress one; an older
+	// QUEUED pipeline of the application becomes REJECTED (BlockedBy = the new one).
+	EnqueueOne
+)
+
+// ErrInProgress means the application has an active pipeline and the rule refused a new one.
+// The error returned is an *InProgressError naming it.
+var ErrInProgress = errors.New("a pipeline of this application is in progress")
+
+// InProgressError is ErrInProgress with the id of the blocking pipeline.
+type InProgressError struct{ PipelineID string }
+
+func (e *InProgressError) Error() string {
+	return "pipeline " + e.PipelineID + " of this application is still in progress"
+}
+
+// Is makes errors.Is(err, ErrInProgress) true.
+func (e *InProgressError) Is(target error) bool { return target == ErrInProgress }
+
+// ErrStale means a conditional write lost: the record's revision moved on, or the fencing
+// token is no longer the current lease's. The caller re-reads and decides again.
+var ErrStale = errors.New("stale write")
+
+// CreateResult says what CreatePipeline stored.
+type CreateResult struct {
+	// Pipeline is the stored pipeline (Revision 1; Status QUEUED and BlockedBy set when it
+	// was queued behind an in-progress one).
+	Pipeline Pipeline
+	// Replaced is the older QUEUED pipeline that became REJECTED, if any (its new revision).
+	Replaced *Pipeline
+}
+
+// PipelineFilter selects pipelines of a tenant for ListPipelines.
+type PipelineFilter struct {
+	Application string   // "" = every application
+	Statuses    []string // empty = every status
+	// After is the paging cursor: the NextCursor of the previous page ("" = first page).
+	After string
+	Limit int // page size; 0 or more than 500 means 500
+}
+
+// PipelineRef names one pipeline in one tenant.
+type PipelineRef struct {
+	Tenant Tenant
+	ID     string
+}
+
+// Pipelines stores pipelines with their event history.
+type Pipelines interface {
+	// CreatePipeline stores p (its Revision, Status for queueing and BlockedBy are set by the
+	// store) together with events, applying rule against the application's active pipelines
+	// in one atomic operation: with no active pipeline p is stored with the status it has;
+	// otherwise RejectInProgress returns an *InProgressError (nothing stored), and EnqueueOne
+	// stores p as QUEUED behind the in-progress one and marks an older QUEUED one REJECTED.
+	// ErrConflict if p.ID exists.
+	CreatePipeline(ctx context.Context, p Pipeline, rule InProgressRule, events []PipelineEvent) (CreateResult, error)
+	// GetPipeline returns the pipeline of that tenant or ErrNotFound (also for another
+	// tenant's id).
+	GetPipeline(ctx context.Context, t Tenant, id string) (Pipeline, error)
+	// UpdatePipeline replaces the pipeline's Status, BlockedBy, UpdatedAt, CompletedAt, State
+	// and Sealed and appends events, atomically, if its stored Revision is p.Revision and, when
+	// fence is not nil, the pipeline's current lease is fence (same holder and token, not
+	// expired). It returns the pipeline with its new Revision, ErrStale when a condition
+	// failed, ErrNotFound when it does not exist. Application, CreatedAt and ID never change.
+	UpdatePipeline(ctx context.Context, p Pipeline, fence *Lease, events []PipelineEvent) (Pipeline, error)
+	// ListPipelines returns a page of the tenant's pipelines matching f, newest first
+	// (CreatedAt descending, then ID), and the cursor of the next page ("" when none is left).
+	ListPipelines(ctx context.Context, t Tenant, f PipelineFilter) ([]Pipeline, string, error)
+	// ListActivePipelines returns every active (non-terminal) pipeline of every tenant, for
+	// the engine's scan that picks up unowned work.
+	ListActivePipelines(ctx context.Context) ([]PipelineRef, error)
+	// QueuedPipeline returns the application's QUEUED pipeline, or ErrNotFound.
+	QueuedPipeline(ctx context.Context, t Tenant, application string) (Pipeline, error)
+	// ListPipelineEvents returns the pipeline's events with Seq > afterSeq in order, at most
+	// limit (0 = all).
+	ListPipelineEvents(ctx context.Context, t Tenant, id string, afterSeq int64, limit int) ([]PipelineEvent, error)
+	// DeletePipelinesCompletedBefore removes terminal pipelines (and their events and index
+	// entries) completed before cutoff and returns how many it removed: the retention prune.
+	DeletePipelinesCompletedBefore(ctx context.Context, cutoff time.Time) (int, error)
+}
+
+// Lease is the right of one holder (a server replica) to drive one pipeline until
+// ExpiresAt. Token is the fencing token: it increases every time the lease changes hands.
+type Lease struct {
+	Pipeline  PipelineRef
+	Holder    string
+	Token     int64
+	ExpiresAt time.Time
+}
+
+// ErrLeaseHeld means another holder has an unexpired lease.
+var ErrLeaseHeld = errors.New("lease held by another holder")
+
+// Leases grants short leases with fencing tokens. Expiry is judged by the store's clock
+// argument now, which every replica takes from its own clock (small skews only shorten or
+// lengthen a lease by the skew).
+type Leases interface {
+	// AcquireLease gives the pipeline's lease to holder until now+ttl when it is free, expired
+	// or already holder's. A new holder gets a token greater than any earlier one of that
+	// pipeline; the same holder renewing keeps its token. ErrLeaseHeld otherwise.
+	AcquireLease(ctx context.Context, ref PipelineRef, holder string, now time.Time, ttl time.Duration) (Lease, error)
+	// ReleaseLease ends l if it is still current (same holder and token); otherwise it does
+	// nothing. The next holder still gets a greater token.
+	ReleaseLease(ctx context.Context, l Lease) error
+	// GetLease returns the pipeline's lease as stored (possibly expired) or ErrNotFound.
+	GetLease(ctx context.Context, ref PipelineRef) (Lease, error)
+}
