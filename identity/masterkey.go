@@ -1,8 +1,6 @@
 package identity
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -13,10 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sortie-dev/sortie/seal"
 )
 
 // MasterKeySize is the size of the AES-256 master key in bytes.
-const MasterKeySize = 32
+const MasterKeySize = seal.KeySize
 
 // ErrMasterKeyMismatch means the master key cannot decrypt data sealed earlier: the server
 // was started with a different --master-key-file than the one that wrote the store.
@@ -59,49 +59,36 @@ func LoadOrCreateMasterKey(path string, create bool) (key []byte, created bool, 
 	return key, false, nil
 }
 
-// sealer encrypts data at rest with AES-256-GCM; the random nonce is prepended.
+// sealer is seal.Sealer with identity's error: a value that does not open means the server
+// runs with another master key than the one that wrote the store.
 type sealer struct {
-	aead cipher.AEAD
+	s *seal.Sealer
 }
 
 func newSealer(masterKey []byte, purpose string) (*sealer, error) {
-	if len(masterKey) != MasterKeySize {
-		return nil, fmt.Errorf("master key must be %d bytes", MasterKeySize)
-	}
-	block, err := aes.NewCipher(deriveKey(masterKey, "sortie seal "+purpose))
+	s, err := seal.New(masterKey, purpose)
 	if err != nil {
 		return nil, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	return &sealer{aead: aead}, nil
+	return &sealer{s: s}, nil
 }
 
 // seal encrypts plaintext, binding it to additional data (such as a key id) so a sealed
 // value cannot be swapped for another record's.
 func (s *sealer) seal(plaintext, additional []byte) ([]byte, error) {
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, err
-	}
-	return s.aead.Seal(nonce, nonce, plaintext, additional), nil
+	return s.s.Seal(plaintext, additional)
 }
 
 func (s *sealer) open(sealed, additional []byte) ([]byte, error) {
-	n := s.aead.NonceSize()
-	if len(sealed) < n {
-		return nil, ErrMasterKeyMismatch
-	}
-	out, err := s.aead.Open(nil, sealed[:n], sealed[n:], additional)
+	out, err := s.s.Open(sealed, additional)
 	if err != nil {
 		return nil, ErrMasterKeyMismatch
 	}
 	return out, nil
 }
 
-// deriveKey derives an independent 32-byte key for one purpose from the master key.
+// deriveKey derives an independent 32-byte key for one purpose from the master key (the
+// client secret hash key; sealing keys are derived inside package seal).
 func deriveKey(masterKey []byte, purpose string) []byte {
 	m := hmac.New(sha256.New, masterKey)
 	m.Write([]byte(purpose))
