@@ -53,8 +53,9 @@ func decodeBody(body []byte) (*object, error) {
 	if err != nil {
 		return nil, err
 	}
+	end := dec.InputOffset()
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		line, col := position(body, dec.InputOffset())
+		line, col := position(body, skipSpace(body, end))
 		return nil, &SyntaxError{Line: line, Column: col, Message: "unexpected data after the JSON object: send exactly one object"}
 	}
 	return root, nil
@@ -71,7 +72,7 @@ func (d *treeDecoder) syntax(path string, err error) *SyntaxError {
 	msg := err.Error()
 	switch {
 	case errors.As(err, &se):
-		offset = se.Offset
+		offset = offendingByte(d.body, se)
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		offset = int64(len(d.body))
 		msg = "the body ends before the JSON value is complete"
@@ -115,6 +116,7 @@ func (d *treeDecoder) value(tok json.Token, path string, depth int) (any, error)
 func (d *treeDecoder) object(path string, depth int) (*object, error) {
 	o := &object{vals: map[string]any{}}
 	for {
+		before := d.dec.InputOffset()
 		tok, err := d.dec.Token()
 		if err != nil {
 			return nil, d.syntax(path, err)
@@ -128,7 +130,7 @@ func (d *treeDecoder) object(path string, depth int) (*object, error) {
 		}
 		p := key(path, k)
 		if _, dup := o.vals[k]; dup {
-			line, col := position(d.body, d.dec.InputOffset())
+			line, col := position(d.body, skipSpace(d.body, before))
 			return nil, &SyntaxError{Path: p, Line: line, Column: col,
 				Message: fmt.Sprintf("duplicate key %s: each key may appear once per object", strconv.Quote(k))}
 		}
@@ -145,7 +147,36 @@ func (d *treeDecoder) object(path string, depth int) (*object, error) {
 	}
 }
 
-// position turns a byte offset into a 1-based line and column.
+// offendingByte finds the byte a syntax error is about. encoding/json reports the offset
+// after it from its scanner but before it from Decoder.Token, so look at both.
+func offendingByte(body []byte, se *json.SyntaxError) int64 {
+	rest, ok := strings.CutPrefix(se.Error(), "invalid character '")
+	if !ok || len(rest) < 2 || rest[1] != '\'' {
+		return se.Offset
+	}
+	for _, off := range []int64{se.Offset, se.Offset - 1} {
+		if off >= 0 && off < int64(len(body)) && body[off] == rest[0] {
+			return off
+		}
+	}
+	return se.Offset
+}
+
+// skipSpace returns the offset of the first byte at or after off that is neither JSON
+// whitespace nor a comma: where the next token starts.
+func skipSpace(body []byte, off int64) int64 {
+	for off < int64(len(body)) {
+		switch body[off] {
+		case ' ', '\t', '\r', '\n', ',':
+			off++
+		default:
+			return off
+		}
+	}
+	return off
+}
+
+// position gives the 1-based line and column of the byte at offset.
 func position(body []byte, offset int64) (line, col int) {
 	if offset > int64(len(body)) {
 		offset = int64(len(body))

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -203,7 +204,13 @@ func (p *parser) documents(content, source, path string) ([]Document, bool) {
 	for i, raw := range splitDocuments(content) {
 		where := fmt.Sprintf("%s, document %d", source, i+1)
 		var v any
-		if err := yaml.Unmarshal([]byte(raw), &v); err != nil {
+		// Strict: a key repeated in a mapping is an error, as kubectl makes it, not a
+		// silent last-one-wins.
+		j, err := yaml.YAMLToJSONStrict([]byte(raw))
+		if err == nil {
+			err = json.Unmarshal(j, &v)
+		}
+		if err != nil {
 			p.fail(path, "%s is not valid YAML: %s", where, yamlError(err))
 			good = false
 			continue
