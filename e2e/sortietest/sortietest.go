@@ -1,4 +1,7 @@
-package agenthub_test
+// Package sortietest runs real sortie-server and sortie-agent processes, built from this
+// checkout, for the end-to-end tests: start them, kill them, read their credentials, call
+// their REST API, and cut their connections with a TCP proxy.
+package sortietest
 
 import (
 	"bytes"
@@ -18,10 +21,12 @@ import (
 	"time"
 )
 
-// binDir holds sortie-server and sortie-agent, built once by TestMain from this checkout.
-var binDir string
+// BinDir holds sortie-server and sortie-agent; TestMain sets it from BuildBinaries.
+var BinDir string
 
-func buildBinaries() (string, error) {
+// BuildBinaries builds sortie-server and sortie-agent from this checkout into a new
+// temporary directory and returns it.
+func BuildBinaries() (string, error) {
 	dir, err := os.MkdirTemp("", "sortie-e2e-bin-")
 	if err != nil {
 		return "", err
@@ -34,8 +39,8 @@ func buildBinaries() (string, error) {
 	return dir, nil
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,7 +51,8 @@ func freeAddr(t *testing.T) string {
 }
 
 // process is a sortie binary running for a test; its output is kept for failure reports.
-type process struct {
+// Process is a sortie binary running for a test; its output is kept for failure reports.
+type Process struct {
 	name string
 	cmd  *exec.Cmd
 	out  *syncBuffer
@@ -70,10 +76,12 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func startProcess(t *testing.T, name, binary string, args ...string) *process {
+// StartProcess starts binary from BinDir with args and kills it when the test ends, printing
+// the tail of its output if the test failed.
+func StartProcess(t *testing.T, name, binary string, args ...string) *Process {
 	t.Helper()
-	p := &process{name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, binary), args...)
+	p := &Process{name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(filepath.Join(BinDir, binary), args...)
 	p.cmd.Env = cleanEnv()
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -81,7 +89,7 @@ func startProcess(t *testing.T, name, binary string, args ...string) *process {
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		p.kill()
+		p.Kill()
 		if t.Failed() {
 			t.Logf("--- output of %s ---\n%s", name, tail(p.out.String(), 60))
 		}
@@ -107,8 +115,8 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// stop sends SIGTERM and waits for a clean exit.
-func (p *process) stop(t *testing.T) {
+// Stop sends SIGTERM and waits for a clean exit.
+func (p *Process) Stop(t *testing.T) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -118,48 +126,51 @@ func (p *process) stop(t *testing.T) {
 	}
 }
 
-// kill ends the process at once, as a crash would.
-func (p *process) kill() {
+// Kill ends the process at once, as a crash would.
+func (p *Process) Kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }
 
 // server is a running sortie-server.
-type server struct {
-	*process
-	addr, url string
+// Server is a running sortie-server.
+type Server struct {
+	*Process
+	Addr, URL string
 }
 
-type serverConfig struct {
-	dataDir   string
-	addr      string
-	redisURL  string
-	publicURL string
-	masterKey string
-	tokenTTL  string
+// ServerConfig holds the flags StartServer passes; empty fields take the defaults.
+type ServerConfig struct {
+	DataDir   string
+	Addr      string
+	RedisURL  string
+	PublicURL string
+	MasterKey string
+	TokenTTL  string
 }
 
-func startServer(t *testing.T, cfg serverConfig) *server {
+// StartServer starts sortie-server and waits until /readyz answers 200.
+func StartServer(t *testing.T, cfg ServerConfig) *Server {
 	t.Helper()
-	if cfg.addr == "" {
-		cfg.addr = freeAddr(t)
+	if cfg.Addr == "" {
+		cfg.Addr = FreeAddr(t)
 	}
-	args := []string{"--addr", cfg.addr, "--data-dir", cfg.dataDir, "--hub-heartbeat", "500ms", "--log-level", "debug"}
-	if cfg.redisURL != "" {
-		args = append(args, "--redis-url", cfg.redisURL)
+	args := []string{"--addr", cfg.Addr, "--data-dir", cfg.DataDir, "--hub-heartbeat", "500ms", "--log-level", "debug"}
+	if cfg.RedisURL != "" {
+		args = append(args, "--redis-url", cfg.RedisURL)
 	}
-	if cfg.publicURL != "" {
-		args = append(args, "--public-url", cfg.publicURL)
+	if cfg.PublicURL != "" {
+		args = append(args, "--public-url", cfg.PublicURL)
 	}
-	if cfg.masterKey != "" {
-		args = append(args, "--master-key-file", cfg.masterKey)
+	if cfg.MasterKey != "" {
+		args = append(args, "--master-key-file", cfg.MasterKey)
 	}
-	if cfg.tokenTTL != "" {
-		args = append(args, "--token-ttl", cfg.tokenTTL)
+	if cfg.TokenTTL != "" {
+		args = append(args, "--token-ttl", cfg.TokenTTL)
 	}
-	s := &server{process: startProcess(t, "sortie-server "+cfg.addr, "sortie-server", args...), addr: cfg.addr, url: "http://" + cfg.addr}
-	waitFor(t, 30*time.Second, "sortie-server "+cfg.addr+" to answer /readyz", func() bool {
-		resp, err := http.Get(s.url + "/readyz")
+	s := &Server{Process: StartProcess(t, "sortie-server "+cfg.Addr, "sortie-server", args...), Addr: cfg.Addr, URL: "http://" + cfg.Addr}
+	WaitFor(t, 30*time.Second, "sortie-server "+cfg.Addr+" to answer /readyz", func() bool {
+		resp, err := http.Get(s.URL + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -169,8 +180,8 @@ func startServer(t *testing.T, cfg serverConfig) *server {
 	return s
 }
 
-// adminCredential reads the bootstrap credential of a data dir.
-func adminCredential(t *testing.T, dataDir string) (id, secret string) {
+// AdminCredential reads the bootstrap credential of a data dir.
+func AdminCredential(t *testing.T, dataDir string) (id, secret string) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dataDir, "admin-credentials.json"))
 	if err != nil {
@@ -183,7 +194,8 @@ func adminCredential(t *testing.T, dataDir string) (id, secret string) {
 	return c.ClientID, c.ClientSecret
 }
 
-func token(t *testing.T, baseURL, id, secret string) string {
+// Token gets an access token with client credentials.
+func Token(t *testing.T, baseURL, id, secret string) string {
 	t.Helper()
 	resp, err := http.PostForm(baseURL+"/oauth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}})
 	if err != nil {
@@ -199,8 +211,8 @@ func token(t *testing.T, baseURL, id, secret string) string {
 	return out.AccessToken
 }
 
-// call sends a JSON request and returns the status and body.
-func call(t *testing.T, method, u, tok string, body any) (int, []byte) {
+// Call sends a JSON request and returns the status and body.
+func Call(t *testing.T, method, u, tok string, body any) (int, []byte) {
 	t.Helper()
 	var r io.Reader
 	if body != nil {
@@ -221,10 +233,10 @@ func call(t *testing.T, method, u, tok string, body any) (int, []byte) {
 	return resp.StatusCode, data
 }
 
-// agentCredential creates a credential with the Remote Network Agent role.
-func agentCredential(t *testing.T, baseURL, adminToken, name string) (id, secret string) {
+// AgentCredential creates a credential with the Remote Network Agent role.
+func AgentCredential(t *testing.T, baseURL, adminToken, name string) (id, secret string) {
 	t.Helper()
-	status, body := call(t, "POST", baseURL+"/credentials", adminToken, map[string]any{"name": name, "roles": []string{"Remote Network Agent"}})
+	status, body := Call(t, "POST", baseURL+"/credentials", adminToken, map[string]any{"name": name, "roles": []string{"Remote Network Agent"}})
 	if status != http.StatusCreated {
 		t.Fatalf("create credential: %d %s", status, body)
 	}
@@ -233,38 +245,40 @@ func agentCredential(t *testing.T, baseURL, adminToken, name string) (id, secret
 	return c.ClientID, c.ClientSecret
 }
 
-func startAgent(t *testing.T, name, hubURL, id, secret, identifier string) *process {
+// StartAgent starts sortie-agent against the cluster of kubeconfig.
+func StartAgent(t *testing.T, kubeconfig, name, hubURL, id, secret, identifier string) *Process {
 	t.Helper()
-	return startProcess(t, name, "sortie-agent",
+	return StartProcess(t, name, "sortie-agent",
 		"--hub-url", hubURL, "--client-id", id, "--client-secret", secret, "--agent-identifier", identifier,
-		"--kubeconfig", cluster.Kubeconfig(), "--health-addr", "127.0.0.1:0", "--heartbeat", "500ms")
+		"--kubeconfig", kubeconfig, "--health-addr", "127.0.0.1:0", "--heartbeat", "500ms")
 }
 
-// agentStream is one entry of GET /identity/connected-agents.
-type agentStream struct {
+// AgentStream is one entry of GET /identity/connected-agents.
+type AgentStream struct {
 	AgentIdentifier   string `json:"agentIdentifier"`
 	AgentInstanceUUID string `json:"agentInstanceUuid"`
 	StreamID          string `json:"streamId"`
 	HubInstanceUUID   string `json:"hubInstanceUuid"`
 }
 
-func connectedAgents(t *testing.T, baseURL, tok, identifier string) []agentStream {
+// ConnectedAgents lists the streams of an agent identifier.
+func ConnectedAgents(t *testing.T, baseURL, tok, identifier string) []AgentStream {
 	t.Helper()
-	status, body := call(t, "GET", baseURL+"/identity/connected-agents?agent-identifier="+identifier, tok, nil)
+	status, body := Call(t, "GET", baseURL+"/identity/connected-agents?agent-identifier="+identifier, tok, nil)
 	if status != 200 {
 		t.Fatalf("connected-agents: %d %s", status, body)
 	}
-	var out []agentStream
+	var out []AgentStream
 	if err := json.Unmarshal(body, &out); err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// namespaces asks an account's agent for its namespaces through REST.
-func namespaces(t *testing.T, baseURL, tok, account string) (int, []string, string) {
+// Namespaces asks an account's agent for its namespaces through REST.
+func Namespaces(t *testing.T, baseURL, tok, account string) (int, []string, string) {
 	t.Helper()
-	status, body := call(t, "GET", baseURL+"/accounts/"+account+"/namespaces", tok, nil)
+	status, body := Call(t, "GET", baseURL+"/accounts/"+account+"/Namespaces", tok, nil)
 	var names []string
 	if status == 200 {
 		_ = json.Unmarshal(body, &names)
@@ -272,7 +286,8 @@ func namespaces(t *testing.T, baseURL, tok, account string) (int, []string, stri
 	return status, names, string(body)
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+// WaitFor polls cond until it holds, failing the test after limit.
+func WaitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -283,30 +298,32 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	}
 }
 
-// proxy is a TCP proxy that can cut every connection, and that sends new connections to the
+// Proxy is a TCP proxy that can cut every connection, and that sends new connections to the
 // first backend that accepts, as a load balancer in front of server replicas would.
-type proxy struct {
+type Proxy struct {
 	ln       net.Listener
 	mu       sync.Mutex // guards backends and conns
 	backends []string
 	conns    map[net.Conn]bool
 }
 
-func startProxy(t *testing.T, backends ...string) *proxy {
+// StartProxy starts a proxy to backends, closed when the test ends.
+func StartProxy(t *testing.T, backends ...string) *Proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, backends: backends, conns: map[net.Conn]bool{}}
+	p := &Proxy{ln: ln, backends: backends, conns: map[net.Conn]bool{}}
 	go p.serve()
-	t.Cleanup(func() { ln.Close(); p.cut() })
+	t.Cleanup(func() { ln.Close(); p.Cut() })
 	return p
 }
 
-func (p *proxy) URL() string { return "http://" + p.ln.Addr().String() }
+// URL is the proxy's base URL.
+func (p *Proxy) URL() string { return "http://" + p.ln.Addr().String() }
 
-func (p *proxy) serve() {
+func (p *Proxy) serve() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
@@ -316,7 +333,7 @@ func (p *proxy) serve() {
 	}
 }
 
-func (p *proxy) handle(c net.Conn) {
+func (p *Proxy) handle(c net.Conn) {
 	p.mu.Lock()
 	backends := append([]string(nil), p.backends...)
 	p.mu.Unlock()
@@ -339,8 +356,8 @@ func (p *proxy) handle(c net.Conn) {
 	c.Close()
 }
 
-// cut drops every open connection at once.
-func (p *proxy) cut() {
+// Cut drops every open connection at once.
+func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for c := range p.conns {
