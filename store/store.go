@@ -197,6 +197,17 @@ type PipelineEvent struct {
 	Data []byte
 }
 
+// Event types the store itself appends to a pipeline's history (the engine's own events keep
+// whatever types it gives them). Their Data is empty: the pipeline's BlockedBy names the other
+// pipeline.
+const (
+	// EventQueued is appended after the caller's events when CreatePipeline queues the new
+	// pipeline behind an in-progress one.
+	EventQueued = "pipeline.queued"
+	// EventReplaced is appended to the older QUEUED pipeline that CreatePipeline marks REJECTED.
+	EventReplaced = "pipeline.replaced"
+)
+
 // InProgressRule says what CreatePipeline does when the application already has an active
 // pipeline.
 type InProgressRule int
@@ -260,6 +271,17 @@ type Pipelines interface {
 	// otherwise RejectInProgress returns an *InProgressError (nothing stored), and EnqueueOne
 	// stores p as QUEUED behind the in-progress one and marks an older QUEUED one REJECTED.
 	// ErrConflict if p.ID exists.
+	//
+	// "In progress" is an active pipeline that is not QUEUED; when the application has several,
+	// the oldest blocks. With only a QUEUED one left (its blocker finished and the engine has not
+	// started it yet), that one blocks a RejectInProgress pipeline, and under EnqueueOne the new
+	// pipeline replaces it and inherits its BlockedBy. Events get Seq 1, 2, ... in order
+	// (their Seq is ignored); EventQueued and EventReplaced record what the rule did, at
+	// p.CreatedAt, which is also the replaced pipeline's UpdatedAt and CompletedAt.
+	//
+	// p must have an ID, Tenant, Application and a known Status; CompletedAt must be set
+	// exactly when Status is terminal. Every event needs a Type. Bad input is refused with an
+	// error that is none of the sentinels, and nothing is stored.
 	CreatePipeline(ctx context.Context, p Pipeline, rule InProgressRule, events []PipelineEvent) (CreateResult, error)
 	// GetPipeline returns the pipeline of that tenant or ErrNotFound (also for another
 	// tenant's id).
@@ -269,9 +291,18 @@ type Pipelines interface {
 	// fence is not nil, the pipeline's current lease is fence (same holder and token, not
 	// expired). It returns the pipeline with its new Revision, ErrStale when a condition
 	// failed, ErrNotFound when it does not exist. Application, CreatedAt and ID never change.
+	//
+	// The lease is judged against the stored lease, not fence's copy: holder and token must
+	// match and the stored ExpiresAt must be after the calling process's clock (time.Now) at
+	// the write, the same clock AcquireLease's callers pass as now. A fence for another
+	// pipeline is refused. The same input checks as CreatePipeline apply, and a finished
+	// (terminal) pipeline cannot become active again.
 	UpdatePipeline(ctx context.Context, p Pipeline, fence *Lease, events []PipelineEvent) (Pipeline, error)
 	// ListPipelines returns a page of the tenant's pipelines matching f, newest first
-	// (CreatedAt descending, then ID), and the cursor of the next page ("" when none is left).
+	// (CreatedAt descending, then ID ascending), and the cursor of the next page ("" when none
+	// is left). A cursor stays valid while pipelines are added or change status: the next page
+	// starts after the last one returned. An unknown status or a cursor ListPipelines did not
+	// return is refused with an error that is none of the sentinels.
 	ListPipelines(ctx context.Context, t Tenant, f PipelineFilter) ([]Pipeline, string, error)
 	// ListActivePipelines returns every active (non-terminal) pipeline of every tenant, for
 	// the engine's scan that picks up unowned work.
@@ -281,8 +312,9 @@ type Pipelines interface {
 	// ListPipelineEvents returns the pipeline's events with Seq > afterSeq in order, at most
 	// limit (0 = all).
 	ListPipelineEvents(ctx context.Context, t Tenant, id string, afterSeq int64, limit int) ([]PipelineEvent, error)
-	// DeletePipelinesCompletedBefore removes terminal pipelines (and their events and index
-	// entries) completed before cutoff and returns how many it removed: the retention prune.
+	// DeletePipelinesCompletedBefore removes terminal pipelines (and their events, lease,
+	// fencing counter and index entries) completed before cutoff and returns how many it
+	// removed: the retention prune.
 	DeletePipelinesCompletedBefore(ctx context.Context, cutoff time.Time) (int, error)
 }
 
@@ -310,5 +342,9 @@ type Leases interface {
 	// nothing. The next holder still gets a greater token.
 	ReleaseLease(ctx context.Context, l Lease) error
 	// GetLease returns the pipeline's lease as stored (possibly expired) or ErrNotFound.
+	//
+	// Leases exist only for stored pipelines: AcquireLease of a missing pipeline (or of another
+	// tenant's) returns ErrNotFound. ExpiresAt is kept to the microsecond, the precision both
+	// stores compare exactly; ttl must be positive and holder not empty.
 	GetLease(ctx context.Context, ref PipelineRef) (Lease, error)
 }

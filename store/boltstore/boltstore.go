@@ -9,9 +9,20 @@
 //	credential_index/<client id>                tenant owning the client id
 //	signing_keys/<id>                           signing key
 //	settings/<key>                              raw value
+//	pipelines/<org>/<env>/records/<id>          pipeline
+//	pipelines/<org>/<env>/events/<id>/<seq>     event (seq as 8 bytes big endian)
+//	pipelines/<org>/<env>/index/<name>/<sort>   "" (name: all, app:<app>, status:<s>,
+//	                                            app:<app>:status:<s>; sort: newest first)
+//	pipelines/<org>/<env>/active/<id>           "" for every non-terminal pipeline
+//	pipelines/<org>/<env>/app_active/<app>/<id> sort key, for the in-progress rule
+//	pipelines/<org>/<env>/completed/<key>       id, oldest completion first (retention)
+//	pipelines/<org>/<env>/leases/<id>           lease
+//	pipelines/<org>/<env>/lease_tokens/<id>     last fencing token, kept across releases
 //
 // Credentials are nested per tenant (organization, then environment) rather than under an
-// "org/env" key, so no choice of ids can make two tenants share a bucket.
+// "org/env" key, so no choice of ids can make two tenants share a bucket; so are pipelines.
+// Every pipeline write (the in-progress rule with the insert, a fenced update with its events)
+// is one bbolt read-write transaction, and bbolt runs those one at a time.
 package boltstore
 
 import (
@@ -40,6 +51,7 @@ const (
 	bucketCredentialIndex = "credential_index"
 	bucketSigningKeys     = "signing_keys"
 	bucketSettings        = "settings"
+	bucketPipelines       = "pipelines"
 )
 
 // ErrInUse means another process holds the data file open; only one process may use it.
@@ -65,7 +77,7 @@ func Open(path string) (*Store, error) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range []string{
 			bucketOrganizations, bucketEnvironments, bucketCredentials,
-			bucketCredentialIndex, bucketSigningKeys, bucketSettings,
+			bucketCredentialIndex, bucketSigningKeys, bucketSettings, bucketPipelines,
 		} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
