@@ -15,9 +15,13 @@
 // own handler goroutine, each write bounded by three heartbeat intervals, so one slow agent
 // never stalls the hub or the others.
 //
-// Inventory snapshots and deltas are cached per tenant and agent identifier (in memory, or in
-// Redis with WithRedis) and kept for the grace period after the identifier's last stream
-// closes. Objects of kind Secret are dropped whatever the agent sends.
+// Inventory snapshots and deltas, and the ResourceEvents of Watch commands (ADDED and
+// MODIFIED as upserts, DELETED as deletions), are cached per tenant and agent identifier (in
+// memory, or in Redis with WithRedis) and kept for the grace period after the identifier's
+// last stream closes. Objects of kind Secret are dropped whatever the agent sends.
+// [Hub.CachedObject] reads one object; [Hub.Subscribe] reports every change the hub accepts
+// (a completed snapshot as one Resync of the account) to subscribers on every replica,
+// through a bounded inbox that never holds up an agent's stream.
 //
 // # Commands
 //
@@ -46,7 +50,11 @@
 // A command for an agent held only by another replica is published on that replica's
 // channel sortie:hub:instance:<hub instance uuid>; the replica runs it like a local Send and
 // publishes the result back on the sender's channel. Connect and disconnect events travel on
-// sortie:hub:events for [Hub.WatchAgents].
+// sortie:hub:events for [Hub.WatchAgents]. Each inventory change is published, after it is
+// written to Redis, on sortie:hub:changes as a sortie.hub.replication.v1.InventoryChange
+// (protobuf) by the replica that accepted it; every other replica hands it to its
+// subscribers. A replica whose Redis subscription broke gives each of its subscribers a
+// Resync once it is back, since what was published meanwhile is lost.
 package hub
 
 import (
@@ -126,6 +134,12 @@ var (
 	// ErrUnknownAccount means no agent of that identifier is connected nor was within the
 	// grace period. The error returned reads "account 'x' does not exist".
 	ErrUnknownAccount = errors.New("account does not exist")
+	// ErrObjectNotCached means the account's agent has not reported the object asked for
+	// (it does not exist in the cluster, is of a kind the agent does not report, or is a
+	// Secret).
+	ErrObjectNotCached = errors.New("object is not in the inventory cache")
+	// ErrInvalidReference means an object reference lacks api_version, kind or name.
+	ErrInvalidReference = errors.New("invalid object reference")
 )
 
 // notConnectedError is ErrNotConnected naming the agent.
@@ -252,6 +266,10 @@ type Hub struct {
 	redisDown    bool   // the last presence refresh failed; rewrite everything when it works again
 
 	inv *inventories
+
+	subMu      sync.Mutex // guards subs and subsClosed
+	subs       map[store.Tenant]map[*Subscription]struct{}
+	subsClosed bool // the hub shut down: subscriptions start closed
 }
 
 // New returns a hub. Without WithRedis it serves one process, keeping everything in memory.
@@ -270,6 +288,7 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 		forwards:     map[string]chan forwardReply{},
 		watchers:     map[store.Tenant]map[*watcher]struct{}{},
 		inv:          newInventories(),
+		subs:         map[store.Tenant]map[*Subscription]struct{}{},
 	}
 	for _, o := range opts {
 		o(h)
@@ -339,6 +358,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	_ = g.Wait()
 	h.failParked()
 	h.wg.Wait()
+	h.closeSubscriptions()
 	return nil
 }
 

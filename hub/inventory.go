@@ -66,6 +66,13 @@ func (i *inventories) list(k agentKey) []*hubv1.Resource {
 	return out
 }
 
+// get returns one object of k, shared and not to be modified, or nil.
+func (i *inventories) get(k agentKey, key string) *hubv1.Resource {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return i.byAgent[k][key]
+}
+
 // copyOf returns a copy of k's object map, and whether there is one.
 func (i *inventories) copyOf(k agentKey) (map[string]*hubv1.Resource, bool) {
 	i.mu.RLock()
@@ -216,6 +223,7 @@ func (h *Hub) snapshotChunk(s *stream, m *hubv1.InventorySnapshot) string {
 			h.inv.markDirty(s.key)
 		}
 	}
+	h.changed(s.key, true, nil, nil)
 	return ""
 }
 
@@ -223,19 +231,59 @@ func (h *Hub) snapshotChunk(s *stream, m *hubv1.InventorySnapshot) string {
 func (h *Hub) applyDelta(s *stream, m *hubv1.InventoryDelta) {
 	upserts, secrets, invalid := accept(m.Upserts)
 	h.logDropped(s, secrets, invalid)
-	deletions := make([]string, 0, len(m.Deletions))
+	var deletions []*hubv1.ObjectReference
 	for _, ref := range m.Deletions {
 		if validRef(ref) {
-			deletions = append(deletions, objectKey(ref))
+			deletions = append(deletions, ref)
 		}
 	}
-	h.inv.apply(s.key, upserts, deletions)
+	h.applyChange(s, upserts, deletions)
+}
+
+// applyEvent applies what a Watch command reports to the inventory, as a delta would: the
+// watched objects are those the engine waits on, so reading them must not wait for the
+// agent's next inventory delta.
+func (h *Hub) applyEvent(s *stream, m *hubv1.ResourceEvent) {
+	r := m.GetResource()
+	switch m.GetType() {
+	case hubv1.ResourceEvent_TYPE_ADDED, hubv1.ResourceEvent_TYPE_MODIFIED:
+		upserts, secrets, invalid := accept([]*hubv1.Resource{r})
+		h.logDropped(s, secrets, invalid)
+		h.applyChange(s, upserts, nil)
+	case hubv1.ResourceEvent_TYPE_DELETED:
+		if validRef(r.GetRef()) {
+			h.applyChange(s, nil, []*hubv1.ObjectReference{r.GetRef()})
+		}
+	default:
+		s.log.Debug("ignoring a resource event of unknown type", "watch", quote(m.GetWatchId()), "type", m.GetType().String())
+	}
+}
+
+// applyChange caches upserts and removes deletions, then tells the subscribers.
+func (h *Hub) applyChange(s *stream, upserts map[string]*hubv1.Resource, deletions []*hubv1.ObjectReference) {
+	if len(upserts) == 0 && len(deletions) == 0 {
+		return
+	}
+	keys := make([]string, len(deletions))
+	for i, ref := range deletions {
+		keys[i] = objectKey(ref)
+	}
+	h.inv.apply(s.key, upserts, keys)
 	if h.rdb != nil {
-		if err := h.storeDelta(s.key, upserts, deletions); err != nil {
+		if err := h.storeDelta(s.key, upserts, keys); err != nil {
 			s.log.Warn("storing an inventory change in Redis failed; retrying later", "err", err)
 			h.inv.markDirty(s.key)
 		}
 	}
+	upserted := make([]*hubv1.ObjectReference, 0, len(upserts))
+	for _, r := range upserts {
+		upserted = append(upserted, proto.CloneOf(r.Ref))
+	}
+	deleted := make([]*hubv1.ObjectReference, len(deletions))
+	for i, ref := range deletions {
+		deleted[i] = proto.CloneOf(ref)
+	}
+	h.changed(s.key, false, upserted, deleted)
 }
 
 // inventory returns the cached objects of an account.
@@ -292,3 +340,51 @@ func (h *Hub) Resources(ctx context.Context, t store.Tenant, account, kind, name
 	})
 	return out, nil
 }
+
+// CachedObject returns the cached object ref names in an account's inventory: one map
+// lookup in memory or, with Redis, one HGET of that object, never a scan of the inventory.
+// The result is a copy the caller owns and may keep or modify. It returns
+// ErrObjectNotCached when the agent has not reported the object (Secrets never are),
+// ErrUnknownAccount when the account is neither connected nor within its grace period, and
+// store.ErrUnavailable when Redis is unreachable.
+func (h *Hub) CachedObject(ctx context.Context, t store.Tenant, account string, ref *hubv1.ObjectReference) (*hubv1.Resource, error) {
+	k := agentKey{tenant: t, agent: account}
+	if !ValidIdentifier(account) {
+		return nil, &unknownAccountError{account: account}
+	}
+	if !validRef(ref) {
+		return nil, fmt.Errorf("object reference needs api_version, kind and name: %w", ErrInvalidReference)
+	}
+	var r *hubv1.Resource
+	if h.rdb != nil {
+		var err error
+		if r, err = h.loadObject(ctx, k, objectKey(ref)); err != nil {
+			return nil, err
+		}
+	} else if shared := h.inv.get(k, objectKey(ref)); shared != nil {
+		r = proto.CloneOf(shared)
+	}
+	if r != nil {
+		return r, nil
+	}
+	// Only a miss pays for telling an unknown account from a missing object.
+	if err := h.checkAccount(ctx, k); err != nil {
+		return nil, err
+	}
+	return nil, &notCachedError{account: account, ref: ref}
+}
+
+// notCachedError is ErrObjectNotCached naming the object.
+type notCachedError struct {
+	account string
+	ref     *hubv1.ObjectReference
+}
+
+func (e *notCachedError) Error() string {
+	name := e.ref.GetName()
+	if ns := e.ref.GetNamespace(); ns != "" {
+		name = ns + "/" + name
+	}
+	return fmt.Sprintf("%s %s (%s) is not in the inventory of account '%s'", e.ref.GetKind(), quote(name), e.ref.GetApiVersion(), e.account)
+}
+func (e *notCachedError) Is(target error) bool { return target == ErrObjectNotCached }

@@ -10,6 +10,8 @@ type metrics struct {
 	commandSeconds prometheus.Histogram
 	dropped        prometheus.Counter
 	forwarded      *prometheus.CounterVec
+	// subscriptionResyncs counts subscription inboxes that overflowed.
+	subscriptionResyncs prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,9 +40,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sortie_hub_forwarded_commands_total",
 			Help: "Commands forwarded through Redis: sent to another replica, or received from one.",
 		}, []string{"direction"}),
+		subscriptionResyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sortie_hub_subscription_overflows_total",
+			Help: "Inventory change subscriptions whose inbox was full: their changes were dropped for one resync.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.streams, m.closed, m.commands, m.commandSeconds, m.dropped, m.forwarded)
+		reg.MustRegister(m.streams, m.closed, m.commands, m.commandSeconds, m.dropped, m.forwarded, m.subscriptionResyncs)
 	}
 	return m
 }

@@ -329,6 +329,23 @@ func (h *Hub) loadInventory(ctx context.Context, k agentKey) ([]*hubv1.Resource,
 	return out, nil
 }
 
+// loadObject reads one object of an agent's inventory from Redis; nil when absent.
+func (h *Hub) loadObject(ctx context.Context, k agentKey, key string) (*hubv1.Resource, error) {
+	v, err := h.rdb.HGet(ctx, keyInventory(k), key).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, nil
+	case err != nil:
+		return nil, unavailable(ctx, "read inventory object", err)
+	}
+	r := &hubv1.Resource{}
+	if err := proto.Unmarshal(v, r); err != nil || !validRef(r.Ref) {
+		h.log.Warn("ignoring an unreadable inventory object in Redis", "tenant", k.tenant.String(), "agent", k.agent)
+		return nil, nil
+	}
+	return r, nil
+}
+
 func (h *Hub) setRedisDown(down bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -413,6 +430,8 @@ func (h *Hub) refresh(ctx context.Context) {
 			return
 		}
 		h.inv.clean(k)
+		// Other replicas read what Redis had meanwhile.
+		h.changed(k, true, nil, nil)
 	}
 }
 
@@ -549,12 +568,13 @@ func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body
 
 // subscribeLoop serves this replica's Redis subscriptions until ctx ends.
 func (h *Hub) subscribeLoop(ctx context.Context) {
-	ps := h.rdb.Subscribe(ctx, eventsChannel, instanceChannel(h.id))
+	ps := h.rdb.Subscribe(ctx, eventsChannel, changesChannel, instanceChannel(h.id))
 	// A blocked Receive does not watch ctx; closing the subscription ends it.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
 	defer ps.Close()
-	ready, failing := false, false
+	// missed is set when the subscription broke: messages published meanwhile are lost.
+	ready, failing, missed := false, false, false
 	backoff := 50 * time.Millisecond
 	for {
 		msg, err := ps.Receive(ctx)
@@ -562,6 +582,7 @@ func (h *Hub) subscribeLoop(ctx context.Context) {
 			return
 		}
 		if err != nil {
+			missed = ready
 			if !failing {
 				h.log.Warn("Redis subscription failed; retrying (commands for agents on other replicas fail meanwhile)", "err", err)
 				failing = true
@@ -588,6 +609,11 @@ func (h *Hub) subscribeLoop(ctx context.Context) {
 				// Resubscribed after an outage: events may have been missed.
 				h.retryParked(func(agentKey) bool { return true })
 			}
+			if missed {
+				// Once per outage, not once per channel resubscribed.
+				missed = false
+				h.resyncAll()
+			}
 		case *redis.Message:
 			h.onMessage(m)
 		}
@@ -596,6 +622,8 @@ func (h *Hub) subscribeLoop(ctx context.Context) {
 
 func (h *Hub) onMessage(m *redis.Message) {
 	switch m.Channel {
+	case changesChannel:
+		h.onChange(m)
 	case eventsChannel:
 		var ev eventMessage
 		if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil || ev.Origin == h.id {

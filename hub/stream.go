@@ -453,7 +453,7 @@ func (h *Hub) handle(s *stream, msg *hubv1.ConnectRequest) (done bool, err error
 	case *hubv1.ConnectRequest_InventoryDelta:
 		h.applyDelta(s, m.InventoryDelta)
 	case *hubv1.ConnectRequest_ResourceEvent:
-		s.log.Debug("ignoring a resource event: no watch consumer", "watch", m.ResourceEvent.GetWatchId())
+		h.applyEvent(s, m.ResourceEvent)
 	case *hubv1.ConnectRequest_Goodbye:
 		s.log.Info("agent said goodbye", "reason", m.Goodbye.GetReason().String(), "detail", m.Goodbye.GetMessage())
 		h.mu.Lock()
