@@ -327,3 +327,19 @@ func TestParsePipelineWarningsWithErrors(t *testing.T) {
 		t.Errorf("warnings = %v, want the unknown key colour", warnings)
 	}
 }
+
+// TestParsePipelineTargetsDoNotShareStrategies proves a change to one target's steps does
+// not leak into another target using the same strategy.
+func TestParsePipelineTargetsDoNotShareStrategies(t *testing.T) {
+	t.Parallel()
+	req, _, err := ParsePipeline(encode(t, baseBody(), set("targets.prod.strategy", `"c1"`), del("strategies.bg")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod, staging := targetNamed(t, req, "prod"), targetNamed(t, req, "staging")
+	*prod.Canary.Steps[0].SetWeight = 99
+	prod.Canary.Steps[1].Pause.Duration = time.Hour
+	if *staging.Canary.Steps[0].SetWeight != 25 || staging.Canary.Steps[1].Pause.Duration != time.Minute {
+		t.Errorf("staging's canary changed with prod's: %+v", staging.Canary.Steps)
+	}
+}

@@ -126,6 +126,10 @@ func (p *parser) pipeline(root *object, body []byte) *Request {
 			t.DependsOn = append(t.DependsOn, dep)
 		}
 		sort.Strings(t.DependsOn)
+		// Targets sharing a strategy get copies, so the engine may keep per-target state
+		// in them; documents share their read-only YAML bytes.
+		t.Canary, t.BlueGreen = t.Canary.clone(), t.BlueGreen.clone()
+		t.Documents = append([]Document(nil), t.Documents...)
 		req.Targets = append(req.Targets, t.Target)
 	}
 	sort.Slice(req.Targets, func(i, j int) bool { return req.Targets[i].Name < req.Targets[j].Name })

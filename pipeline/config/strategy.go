@@ -385,3 +385,47 @@ func (p *parser) amount(n int64, unit, path string) (time.Duration, bool) {
 	}
 	return time.Duration(n) * u, true
 }
+
+func (c *Canary) clone() *Canary {
+	if c == nil {
+		return nil
+	}
+	out := &Canary{Steps: make([]CanaryStep, len(c.Steps))}
+	for i, s := range c.Steps {
+		if s.SetWeight != nil {
+			w := *s.SetWeight
+			out.Steps[i].SetWeight = &w
+		}
+		if s.Pause != nil {
+			p := s.Pause.clone()
+			out.Steps[i].Pause = &p
+		}
+	}
+	return out
+}
+
+func (b *BlueGreen) clone() *BlueGreen {
+	if b == nil {
+		return nil
+	}
+	out := *b
+	out.RedirectTrafficAfter = clonePauses(b.RedirectTrafficAfter)
+	out.ShutDownOldVersionAfter = clonePauses(b.ShutDownOldVersionAfter)
+	return &out
+}
+
+func (p Pause) clone() Pause {
+	p.RequiresRoles = append([]string(nil), p.RequiresRoles...)
+	return p
+}
+
+func clonePauses(ps []Pause) []Pause {
+	if ps == nil {
+		return nil
+	}
+	out := make([]Pause, len(ps))
+	for i, p := range ps {
+		out[i] = p.clone()
+	}
+	return out
+}
