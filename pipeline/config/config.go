@@ -47,12 +47,17 @@
 //   - A manifests entry without targets, or with targets: [], applies to every target; a
 //     target no entry applies to is a problem, and so is an entry that yields no documents.
 //     Documents are split on "---" lines; empty ones (only blanks or comments) are dropped.
-//     Each document must be a YAML mapping with apiVersion, kind and metadata.name;
-//     ReplicaSets and bare Pods are refused here already (they cannot become a Rollout).
+//     Each document must be a YAML mapping with apiVersion, kind and metadata.name, read
+//     strictly (a key repeated in a mapping is a problem, as kubectl makes it); ReplicaSets
+//     and bare Pods are refused here already (they cannot become a Rollout). Problems in a
+//     document name its source and number ("k8s/web.yaml, document 2") and never quote its
+//     content, which may hold Secrets.
 //   - Every target is validated, also those targetFilters leaves out; then only the kept
 //     targets remain. A kept target's dependency on a left-out target is dropped with a
 //     warning, because the CLI deploys just the chosen targets. targetFilters: [] keeps all.
 //   - Dependency cycles are reported once each, with the cycle spelled out (a -> b -> a).
+//   - Targets that share a strategy get their own copies of it; their Documents share the
+//     YAML bytes, which are read-only.
 package config
 
 import (

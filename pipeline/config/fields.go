@@ -143,14 +143,3 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
-
-// clamp keeps an int64 inside int for indexes and weights already range-checked.
-func clamp(i int64) int {
-	if i > math.MaxInt32 {
-		return math.MaxInt32
-	}
-	if i < math.MinInt32 {
-		return math.MinInt32
-	}
-	return int(i)
-}

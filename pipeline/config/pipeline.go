@@ -321,12 +321,8 @@ func (p *parser) constraints(v any, path string, t *target) {
 			}
 		}
 	}
-	t.BeforeDeployment, _ = p.constraintSteps(o, "beforeDeployment", path)
-	t.AfterDeployment, _ = p.constraintSteps(o, "afterDeployment", path)
-}
-
-func (p *parser) constraintSteps(o *object, k, path string) ([]Pause, bool) {
-	return p.pauses(o, k, path, false)
+	t.BeforeDeployment, _ = p.pauses(o, "beforeDeployment", path, false)
+	t.AfterDeployment, _ = p.pauses(o, "afterDeployment", path, false)
 }
 
 // assign gives each target its documents and checks each target has some, and that a
