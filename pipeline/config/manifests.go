@@ -290,7 +290,10 @@ func splitDocuments(s string) []string {
 func yamlError(err error) string {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "error converting YAML to JSON: ")
-	return strings.TrimPrefix(msg, "yaml: ")
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:")
+	return strings.Join(strings.Fields(msg), " ") // one line, however many errors
+
 }
 
 func yamlKind(v any) string {

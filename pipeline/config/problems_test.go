@@ -225,7 +225,7 @@ func TestParsePipelineProblems(t *testing.T) {
 		{"invalid YAML", []edit{set("manifests.1.inline", q("apiVersion: v1\nkind: Service\nmetadata: {name: [\n"))}, "invalid",
 			[]want{{"manifests[1].inline", "manifests[1].inline, document 1 is not valid YAML: line"}}},
 		{"duplicate YAML key", []edit{set("manifests.1.inline", q(servicesYAML+"---\napiVersion: v1\nkind: ConfigMap\nkind: Secret\nmetadata: {name: x}\n"))}, "invalid",
-			[]want{{"manifests[1].inline", "manifests[1].inline, document 3 is not valid YAML"}}},
+			[]want{{"manifests[1].inline", `manifests[1].inline, document 3 is not valid YAML: line 3: key "kind" already set in map`}}},
 		{"YAML list document", []edit{set("manifests.1.inline", q(servicesYAML+"---\n- a\n- b\n"))}, "invalid",
 			[]want{{"manifests[1].inline", "document 3 is a YAML list: a Kubernetes object is a YAML mapping"}}},
 		{"document without kind", []edit{set("files", `{"k8s/web.yaml": ["apiVersion: v1\nmetadata:\n  name: x\n"]}`)}, "invalid",
