@@ -134,6 +134,10 @@ var (
 	// ErrUnknownAccount means no agent of that identifier is connected nor was within the
 	// grace period. The error returned reads "account 'x' does not exist".
 	ErrUnknownAccount = errors.New("account does not exist")
+	// ErrOutcomeUnknown marks a Send error that came after the command reached an agent's
+	// stream or the replica holding the agent: the agent may or may not have run it. The
+	// same error also matches ErrStreamLost, ErrTimeout or what else happened.
+	ErrOutcomeUnknown = errors.New("the command's outcome is unknown")
 	// ErrObjectNotCached means the account's agent has not reported the object asked for
 	// (it does not exist in the cluster, is of a kind the agent does not report, or is a
 	// Secret).

@@ -466,6 +466,7 @@ type forwardReply struct {
 	Result  []byte `json:"result,omitempty"` // hubv1.CommandResult, protobuf
 	Error   string `json:"error,omitempty"`
 	Message string `json:"message,omitempty"`
+	Unknown bool   `json:"unknown,omitempty"` // the error came after the command reached a stream
 }
 
 // errNoRemote means no other replica holds the agent.
@@ -522,17 +523,24 @@ func (h *Hub) forward(ctx context.Context, p *pending) (*hubv1.CommandResult, er
 }
 
 // awaitForward publishes one forwarded command and waits for its reply; next reports that
-// the replica does not (or no longer) hold the agent, so the next one should be tried.
+// the replica does not (or no longer) hold the agent, so the next one should be tried. From
+// the publication on, errors are ErrOutcomeUnknown unless the replica says it never wrote
+// the command to a stream.
 func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body []byte, replies <-chan forwardReply) (*hubv1.CommandResult, error, bool) {
+	h.mu.Lock()
+	p.remote = true
+	h.mu.Unlock()
 	n, err := h.rdb.Publish(ctx, instanceChannel(hub), body).Result()
 	if err != nil {
+		// Redis may have passed it on before failing.
 		if ctx.Err() != nil {
-			return nil, timedOut(p), false
+			return nil, outcomeUnknown(timedOut(p)), false
 		}
-		return nil, unavailable(ctx, "forward command", err), false
+		return nil, outcomeUnknown(unavailable(ctx, "forward command", err)), false
 	}
 	if n == 0 {
 		// That replica is gone; its presence has not expired yet.
+		h.notRemote(p)
 		return nil, nil, true
 	}
 	h.m.forwarded.WithLabelValues("sent").Inc()
@@ -540,30 +548,45 @@ func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body
 		"command", p.cmd.Id, "hub", hub)
 	select {
 	case r := <-replies:
+		var err error
 		switch r.Error {
 		case "":
 			res := &hubv1.CommandResult{}
 			if err := proto.Unmarshal(r.Result, res); err != nil {
-				return nil, fmt.Errorf("command %s to agent '%s': unreadable result from replica %s: %w", p.cmd.Id, p.agent.agent, hub, err), false
+				return nil, outcomeUnknown(fmt.Errorf("command %s to agent '%s': unreadable result from replica %s: %w", p.cmd.Id, p.agent.agent, hub, err)), false
 			}
 			return res, nil, false
 		case errKindNotConnected:
+			h.notRemote(p)
 			return nil, nil, true
 		case errKindTimeout:
-			return nil, timedOut(p), false
+			err = timedOut(p)
 		case errKindStreamLost:
-			return nil, streamLost(p), false
+			err = streamLost(p)
 		case errKindUnavailable:
-			return nil, &unavailableError{op: "forwarded command", cause: errors.New(r.Message)}, false
+			err = &unavailableError{op: "forwarded command", cause: errors.New(r.Message)}
 		default:
-			return nil, fmt.Errorf("command %s to agent '%s': %s", p.cmd.Id, p.agent.agent, r.Message), false
+			err = fmt.Errorf("command %s to agent '%s': %s", p.cmd.Id, p.agent.agent, r.Message)
 		}
+		if r.Unknown {
+			err = outcomeUnknown(err)
+		} else {
+			h.notRemote(p)
+		}
+		return nil, err, false
 	case <-ctx.Done():
-		return nil, timedOut(p), false
+		return nil, outcomeUnknown(timedOut(p)), false
 	case <-h.done:
 		// The reply would come through the subscription this replica is closing.
-		return nil, streamLost(p), false
+		return nil, outcomeUnknown(streamLost(p)), false
 	}
+}
+
+// notRemote records that no replica holds p any more.
+func (h *Hub) notRemote(p *pending) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p.remote = false
 }
 
 // subscribeLoop serves this replica's Redis subscriptions until ctx ends.
@@ -694,7 +717,7 @@ func (h *Hub) serveForward(req *forwardRequest) {
 	ctx, cancel := context.WithDeadline(context.Background(), cmd.Deadline.AsTime())
 	defer cancel()
 	res, err := h.send(ctx, store.Tenant{OrgID: req.OrgID, EnvID: req.EnvID}, req.Agent, cmd, req.Hops)
-	r := forwardReply{ID: req.ID}
+	r := forwardReply{ID: req.ID, Unknown: errors.Is(err, ErrOutcomeUnknown)}
 	switch {
 	case err == nil:
 		r.Result, err = proto.Marshal(res)

@@ -55,7 +55,7 @@ func TestReplicas(t *testing.T) {
 	mute.serve(nil, b.hub.cfg.HeartbeatInterval/2, crashing)
 
 	t.Run("command crosses replicas", func(t *testing.T) {
-		cmd := listNamespaces()
+		cmd := &hubv1.Command{Id: "crossing", Action: listNamespaces().Action}
 		res, err := a.hub.Send(ctx, tenantA, "edge", cmd)
 		if err != nil || res.Outcome != hubv1.CommandResult_OUTCOME_SUCCEEDED || res.CommandId != cmd.Id {
 			t.Fatalf("Send on A to an agent on B = %v, %v", res, err)
@@ -66,7 +66,7 @@ func TestReplicas(t *testing.T) {
 		if n := b.metric(t, "sortie_hub_forwarded_commands_total", "direction", "received"); n != 1 {
 			t.Errorf("B received %v forwarded commands, want 1", n)
 		}
-		if _, err := a.hub.Send(ctx, tenantA, "nobody", listNamespaces()); !errors.Is(err, ErrNotConnected) {
+		if _, err := a.hub.Send(ctx, tenantA, "nobody", listNamespaces()); !errors.Is(err, ErrNotConnected) || errors.Is(err, ErrOutcomeUnknown) {
 			t.Errorf("Send to an agent on no replica: %v, want ErrNotConnected", err)
 		}
 		if _, err := a.hub.Send(ctx, tenantB, "edge", listNamespaces()); !errors.Is(err, ErrNotConnected) {
@@ -75,8 +75,8 @@ func TestReplicas(t *testing.T) {
 		tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
 		go func() { <-crashing }()
-		if _, err := a.hub.Send(tctx, tenantA, "mute", listNamespaces()); !errors.Is(err, ErrTimeout) {
-			t.Errorf("Send across replicas to a mute agent: %v, want ErrTimeout", err)
+		if _, err := a.hub.Send(tctx, tenantA, "mute", listNamespaces()); !errors.Is(err, ErrTimeout) || !errors.Is(err, ErrOutcomeUnknown) {
+			t.Errorf("Send across replicas to a mute agent: %v, want ErrTimeout and ErrOutcomeUnknown", err)
 		}
 	})
 
@@ -86,8 +86,8 @@ func TestReplicas(t *testing.T) {
 			mute.close()
 		}()
 		start := time.Now()
-		if _, err := a.hub.Send(ctx, tenantA, "mute", listNamespaces()); !errors.Is(err, ErrStreamLost) {
-			t.Fatalf("Send: %v, want ErrStreamLost", err)
+		if _, err := a.hub.Send(ctx, tenantA, "mute", listNamespaces()); !errors.Is(err, ErrStreamLost) || !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("Send: %v, want ErrStreamLost and ErrOutcomeUnknown", err)
 		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("ErrStreamLost after %v", d)

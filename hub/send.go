@@ -40,6 +40,7 @@ type pending struct {
 	stream   *stream // the stream it is queued on or was sent on; nil otherwise
 	sent     bool    // the writer has started writing it to stream
 	parked   bool    // waiting for the agent to come back
+	remote   bool    // published to another replica, which may have written it to a stream
 	finished bool    // done has its result
 }
 
@@ -52,16 +53,43 @@ func streamLost(p *pending) error {
 	return fmt.Errorf("command %s to agent '%s': %w", p.cmd.Id, p.agent.agent, ErrStreamLost)
 }
 
+// outcomeUnknownError marks err as coming after the command may have reached the agent.
+type outcomeUnknownError struct{ err error }
+
+func (e *outcomeUnknownError) Error() string {
+	return e.err.Error() + " (the agent may have run it)"
+}
+func (e *outcomeUnknownError) Unwrap() []error { return []error{e.err, ErrOutcomeUnknown} }
+
+// outcomeUnknown marks err as ErrOutcomeUnknown.
+func outcomeUnknown(err error) error {
+	if err == nil || errors.Is(err, ErrOutcomeUnknown) {
+		return err
+	}
+	return &outcomeUnknownError{err: err}
+}
+
 func timedOut(p *pending) error {
 	return fmt.Errorf("command %s to agent '%s': no result before its deadline %s: %w",
 		p.cmd.Id, p.agent.agent, p.deadline.UTC().Format(time.RFC3339Nano), ErrTimeout)
 }
 
-// Send delivers cmd (its Id is set by Send if empty; Deadline from ctx or CommandTimeout) to
-// one healthy stream of the agent identifier in the tenant — on this replica or, with Redis,
-// on another one — and waits for its result. A result whose outcome is FAILED is returned
-// with a nil error; errors are ErrNotConnected, ErrTimeout, ErrStreamLost, store.ErrUnavailable
-// (Redis unreachable) or ctx's error, wrapped.
+// Send delivers a copy of cmd to one healthy stream of the agent identifier in the tenant —
+// on this replica or, with Redis, on another one — and waits for its result. cmd itself is
+// never modified: the copy gets a random Id when cmd has none (the result's CommandId
+// carries it) and a Deadline from ctx, or CommandTimeout when ctx has none. A result whose
+// outcome is FAILED is returned with a nil error.
+//
+// Errors tell "not sent" apart from "outcome unknown". Those that match ErrOutcomeUnknown
+// (errors.Is) came after the command was written to an agent's stream, or handed to the
+// replica holding the agent: the agent may have run it, so only an idempotent command, or
+// the same Id again (agents answer an Id they ran with its earlier result), may be retried.
+// They are ErrStreamLost, ErrTimeout and ctx's error (canceled) in that case, and
+// store.ErrUnavailable when Redis failed while forwarding. Every other error means no agent
+// got the command: ErrNotConnected (also when the hub is shutting down), a command Send
+// refuses (too large, id too long or already in flight), ErrTimeout or ctx's error while it
+// still waited for the agent to come back, and store.ErrUnavailable before forwarding. All
+// are wrapped.
 func (h *Hub) Send(ctx context.Context, t store.Tenant, agentIdentifier string, cmd *hubv1.Command) (*hubv1.CommandResult, error) {
 	start := time.Now()
 	res, err := h.send(ctx, t, agentIdentifier, cmd, 0)
@@ -94,6 +122,7 @@ func (h *Hub) send(ctx context.Context, t store.Tenant, agent string, cmd *hubv1
 	if cmd == nil {
 		return nil, errors.New("hub: Send needs a command")
 	}
+	cmd = proto.CloneOf(cmd)
 	if !ValidIdentifier(agent) {
 		return nil, &notConnectedError{agent: agent}
 	}
@@ -180,6 +209,9 @@ func (h *Hub) wait(ctx context.Context, p *pending) (*hubv1.CommandResult, error
 		err := timedOut(p)
 		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			err = fmt.Errorf("command %s to agent '%s': %w", p.cmd.Id, p.agent.agent, ctx.Err())
+		}
+		if p.sent || p.remote {
+			err = outcomeUnknown(err)
 		}
 		h.completeLocked(p, nil, err)
 	}

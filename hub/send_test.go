@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
@@ -29,18 +31,24 @@ func TestSendRoundTrip(t *testing.T) {
 	wantDeadline, _ := ctx.Deadline()
 	cmd := &hubv1.Command{Action: &hubv1.Command_Get{Get: &hubv1.GetAction{Ref: &hubv1.ObjectReference{
 		ApiVersion: "apps/v1", Kind: "Deployment", Namespace: "web", Name: "api"}}}}
+	original := proto.CloneOf(cmd)
 	res, err := hs.hub.Send(ctx, tenantA, "prod", cmd)
 	if err != nil {
 		t.Fatalf("Send: %v", err)
 	}
-	if _, err := uuid.Parse(cmd.Id); err != nil {
-		t.Errorf("Send set id %q, want a UUID", cmd.Id)
+	if diff := cmp.Diff(original, cmd, protocmp.Transform()); diff != "" {
+		t.Errorf("Send changed its argument (-before +after):\n%s", diff)
 	}
-	if diff := cmp.Diff(succeed(cmd), res, protocmp.Transform()); diff != "" {
-		t.Errorf("result (-want +got):\n%s", diff)
+	if _, err := uuid.Parse(res.CommandId); err != nil {
+		t.Errorf("Send gave the command id %q, want a UUID", res.CommandId)
 	}
 	got := <-seen
-	if diff := cmp.Diff(cmd, got, protocmp.Transform()); diff != "" {
+	if diff := cmp.Diff(succeed(got), res, protocmp.Transform()); diff != "" {
+		t.Errorf("result (-want +got):\n%s", diff)
+	}
+	want := proto.CloneOf(cmd)
+	want.Id, want.Deadline = res.CommandId, got.Deadline
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("command the agent received (-want +got):\n%s", diff)
 	}
 	if !got.Deadline.AsTime().Equal(wantDeadline) {
@@ -89,6 +97,9 @@ func TestSendErrors(t *testing.T) {
 			if !errors.Is(err, ErrNotConnected) || err.Error() != "agent '"+id+"' is not connected" {
 				t.Errorf("Send to %q: %v, want ErrNotConnected reading \"agent '%s' is not connected\"", id, err, id)
 			}
+			if errors.Is(err, ErrOutcomeUnknown) {
+				t.Errorf("Send to %q: %v is ErrOutcomeUnknown; the command was not sent", id, err)
+			}
 		}
 	})
 	t.Run("timeout", func(t *testing.T) {
@@ -99,16 +110,16 @@ func TestSendErrors(t *testing.T) {
 		a.serve(nil, 0, seen) // receives, never answers
 		start := time.Now()
 		_, err := hs.hub.Send(context.Background(), tenantA, "mute", listNamespaces())
-		if !errors.Is(err, ErrTimeout) {
-			t.Fatalf("Send: %v, want ErrTimeout", err)
+		if !errors.Is(err, ErrTimeout) || !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("Send: %v, want ErrTimeout and ErrOutcomeUnknown (the agent has the command)", err)
 		}
 		if d := time.Since(start); d < 250*time.Millisecond {
 			t.Errorf("timed out after %v, before CommandTimeout", d)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		if _, err := hs.hub.Send(ctx, tenantA, "mute", listNamespaces()); !errors.Is(err, ErrTimeout) {
-			t.Fatalf("Send with ctx deadline: %v, want ErrTimeout", err)
+		if _, err := hs.hub.Send(ctx, tenantA, "mute", listNamespaces()); !errors.Is(err, ErrTimeout) || !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("Send with ctx deadline: %v, want ErrTimeout and ErrOutcomeUnknown", err)
 		}
 		if len(seen) != 2 {
 			t.Errorf("agent received %d commands, want 2", len(seen))
@@ -128,8 +139,8 @@ func TestSendErrors(t *testing.T) {
 		defer cancel()
 		start := time.Now()
 		_, err := hs.hub.Send(ctx, tenantA, "crashing", listNamespaces())
-		if !errors.Is(err, ErrStreamLost) {
-			t.Fatalf("Send: %v, want ErrStreamLost", err)
+		if !errors.Is(err, ErrStreamLost) || !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("Send: %v, want ErrStreamLost and ErrOutcomeUnknown", err)
 		}
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("ErrStreamLost after %v; it must come when the stream breaks, not at the deadline", d)
@@ -146,8 +157,8 @@ func TestSendErrors(t *testing.T) {
 			<-seen
 			cancel()
 		}()
-		if _, err := hs.hub.Send(ctx, tenantA, "slowpoke", listNamespaces()); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Send: %v, want context.Canceled", err)
+		if _, err := hs.hub.Send(ctx, tenantA, "slowpoke", listNamespaces()); !errors.Is(err, context.Canceled) || !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("Send: %v, want context.Canceled and ErrOutcomeUnknown", err)
 		}
 	})
 	t.Run("duplicate id", func(t *testing.T) {
@@ -163,7 +174,7 @@ func TestSendErrors(t *testing.T) {
 		}()
 		<-seen
 		_, err := hs.hub.Send(context.Background(), tenantA, "dup", &hubv1.Command{Id: "same", Action: listNamespaces().Action})
-		if err == nil || err.Error() != `command id "same" is already in flight` {
+		if err == nil || err.Error() != `command id "same" is already in flight` || errors.Is(err, ErrOutcomeUnknown) {
 			t.Fatalf("second Send: %v, want the duplicate id refused", err)
 		}
 		if err := <-done; !errors.Is(err, ErrTimeout) {
@@ -343,7 +354,7 @@ func TestTokenExpiry(t *testing.T) {
 			}
 			break
 		}
-		if err := <-big; !errors.Is(err, ErrStreamLost) {
+		if err := <-big; !errors.Is(err, ErrStreamLost) || !errors.Is(err, ErrOutcomeUnknown) {
 			t.Fatalf("big command: %v, want ErrStreamLost (it was on the wire when the stream closed)", err)
 		}
 		// Reconnecting with a fresh token, the agent receives the queued command.
@@ -378,5 +389,72 @@ func TestTokenExpiry(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("Send: %v", err)
 		}
+	})
+}
+
+// TestSendNotSent: errors before the command reached any agent's stream are not
+// ErrOutcomeUnknown, so a caller may send again without fearing it ran twice.
+func TestSendNotSent(t *testing.T) {
+	t.Parallel()
+	short := newIssuer(t, 2*time.Second)
+	hs := startHub(t, short, Config{HeartbeatInterval: 2 * time.Second}, serverOptions{})
+	notSent := func(t *testing.T, what string, err, want error) {
+		t.Helper()
+		if !errors.Is(err, want) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Errorf("%s: %v, want %v and not ErrOutcomeUnknown", what, err, want)
+		}
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		a := dial(t, hs.URL, short.token(t, tenantA), agentOptions{})
+		a.hello("refusing")
+		seen := make(chan *hubv1.Command, 1)
+		a.serve(succeed, 0, seen)
+		long := &hubv1.Command{Id: strings.Repeat("x", 129), Action: listNamespaces().Action}
+		_, err := hs.hub.Send(context.Background(), tenantA, "refusing", long)
+		if err == nil || err.Error() != "command id has 129 bytes; at most 128 are allowed" || errors.Is(err, ErrOutcomeUnknown) {
+			t.Errorf("Send with a long id: %v", err)
+		}
+		if len(seen) != 0 {
+			t.Errorf("the agent received a refused command")
+		}
+	})
+	t.Run("timeout in the queue", func(t *testing.T) {
+		t.Parallel()
+		a := dial(t, hs.URL, short.token(t, tenantA), agentOptions{smallWindow: true})
+		a.helloWithoutReading("stuck")
+		big := make(chan error, 1)
+		go func() {
+			_, err := hs.hub.Send(context.Background(), tenantA, "stuck", &hubv1.Command{Id: "big",
+				Action: &hubv1.Command_Apply{Apply: &hubv1.ApplyAction{Manifests: randomBytes(256 << 10)}}})
+			big <- err
+		}()
+		eventually(t, 5*time.Second, "the writer to block", func() bool { return hs.hub.writeBlocked(tenantA, "stuck") })
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_, err := hs.hub.Send(ctx, tenantA, "stuck", listNamespaces())
+		notSent(t, "Send queued behind a blocked write", err, ErrTimeout)
+		a.close()
+		if err := <-big; !errors.Is(err, ErrOutcomeUnknown) {
+			t.Errorf("the command being written: %v, want ErrOutcomeUnknown", err)
+		}
+	})
+	t.Run("timeout waiting for the agent to come back", func(t *testing.T) {
+		t.Parallel()
+		a := dial(t, hs.URL, short.token(t, tenantA), agentOptions{})
+		a.hello("away")
+		a.expectGoodbye(hubv1.Goodbye_REASON_TOKEN_EXPIRED, "the stream's token expired", connect.CodeUnauthenticated)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_, err := hs.hub.Send(ctx, tenantA, "away", listNamespaces())
+		notSent(t, "Send to an agent expected back", err, ErrTimeout)
+	})
+	t.Run("shutting down", func(t *testing.T) {
+		t.Parallel()
+		other := startHub(t, short, Config{HeartbeatInterval: 2 * time.Second}, serverOptions{})
+		other.shutdown(t)
+		_, err := other.hub.Send(context.Background(), tenantA, "anyone", listNamespaces())
+		notSent(t, "Send after shutdown", err, ErrNotConnected)
 	})
 }

@@ -577,7 +577,7 @@ func (h *Hub) beginCloseLocked(s *stream, gb *hubv1.Goodbye) {
 	}
 	for p := range s.inflight {
 		if p.sent {
-			h.completeLocked(p, nil, streamLost(p))
+			h.completeLocked(p, nil, outcomeUnknown(streamLost(p)))
 		}
 	}
 	if gb != nil {
