@@ -62,6 +62,8 @@ func TestParsePipelineProblems(t *testing.T) {
 			[]want{{"targets.prod.account", `account "prod west" is not valid: ^[a-zA-Z0-9_-]+$`}}},
 		{"account too long", []edit{set("targets.prod.account", q(strings.Repeat("a", 64)))}, "invalid",
 			[]want{{"targets.prod.account", "at most 63 characters"}}},
+		{"long value cut short in the message", []edit{set("targets.prod.account", q(strings.Repeat("é", 60)))}, "invalid",
+			[]want{{"targets.prod.account", `account "` + strings.Repeat("é", 40) + `..." is not valid`}}},
 		{"namespace invalid", []edit{set("targets.staging.namespace", `"Web_NS"`)}, "invalid",
 			[]want{{"targets.staging.namespace", `namespace "Web_NS" is not valid: at most 63 characters: lower-case`}}},
 		{"strategy missing", []edit{del("targets.staging.strategy")}, "invalid",
@@ -82,6 +84,12 @@ func TestParsePipelineProblems(t *testing.T) {
 			set("targets.qa", `{"account": "qa", "strategy": "c1", "constraints": {"dependsOn": ["prod"]}}`),
 			set("targets.staging.constraints", `{"dependsOn": ["qa"]}`)}, "invalid",
 			[]want{{"targets.prod.constraints.dependsOn[0]", `dependency cycle prod -> staging -> qa -> prod`}}},
+		{"two dependency cycles", []edit{
+			set("targets.qa", `{"account": "qa", "strategy": "c1", "constraints": {"dependsOn": ["prod"]}}`),
+			set("targets.prod.constraints.dependsOn", `["staging", "qa"]`),
+			set("targets.staging.constraints", `{"dependsOn": ["prod"]}`)}, "invalid", []want{
+			{"targets.prod.constraints.dependsOn[0]", "dependency cycle prod -> staging -> prod"},
+			{"targets.prod.constraints.dependsOn[1]", "dependency cycle prod -> qa -> prod"}}},
 		{"beforeDeployment runWebhook", []edit{set("targets.prod.constraints.beforeDeployment", `[{"runWebhook": {"name": "check"}}]`)}, "unsupported",
 			[]want{{"targets.prod.constraints.beforeDeployment[0].runWebhook", "runWebhook steps are not supported yet"}}},
 		{"afterDeployment analysis", []edit{set("targets.prod.constraints.afterDeployment", `[{"analysis": {}}]`)}, "unsupported",
