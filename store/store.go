@@ -136,6 +136,8 @@ type Store interface {
 	Credentials
 	SigningKeys
 	Settings
+	Pipelines
+	Leases
 	// Ping reports whether the store is reachable (ErrUnavailable if not).
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.

@@ -10,12 +10,31 @@
 //	sortie:credential_index                   hash client id -> tenant owning it
 //	sortie:signing_keys                       hash key id -> signing key
 //	sortie:settings                           hash key -> raw value
+//	sortie:pipeline_tenants                   set of tenants that may have pipelines
+//	sortie:{t:<org>/<env>}:pipelines          hash pipeline id -> pipeline
+//	sortie:{t:<org>/<env>}:pipeline_events    hash "<id>/<seq>" -> event
+//	sortie:{t:<org>/<env>}:pipeline_index:<n> sorted set of sort keys "<inverted time>/<id>"
+//	                                          (lexical order = newest first); n is all,
+//	                                          app:<app>, status:<s> or app:<app>:status:<s>
+//	sortie:{t:<org>/<env>}:pipeline_active    hash id -> sort key of every active pipeline
+//	sortie:{t:<org>/<env>}:pipeline_app_active:<app>  the same for one application
+//	sortie:{t:<org>/<env>}:pipeline_completed sorted set of "<completion time>/<id>"
+//	sortie:{t:<org>/<env>}:lease:<id>         hash holder, token, expires_us
+//	sortie:{t:<org>/<env>}:lease_token:<id>   last fencing token (INCR), kept across releases
 //
 // Records are JSON. Ids are path-escaped inside key names, so no id can make two tenants
 // share a key or break out of a hash tag. No command or script touches keys of two hash tags,
 // which Redis Cluster would refuse; creating a credential writes the global index first
 // (HSETNX detects a duplicate client id in any tenant) and removes that entry again if the
 // tenant write fails.
+//
+// Every pipeline write is one Lua script over the tenant's keys: CreatePipeline's in-progress
+// rule with the insert (and the REJECTED mark of a replaced QUEUED pipeline), UpdatePipeline's
+// revision and fence check with the write and its events, AcquireLease and ReleaseLease. A
+// lease is a hash rather than JSON so scripts compare its fields; its expiry is in
+// microseconds, which Lua's numbers hold exactly. The one cross-tenant key,
+// sortie:pipeline_tenants, is written separately: CreatePipeline adds its tenant before and
+// after the tenant's script, and the retention prune drops tenants it has emptied.
 //
 // Errors meaning Redis cannot be reached wrap store.ErrUnavailable, and their messages never
 // carry the Redis address or password.
@@ -81,6 +100,7 @@ type Store struct {
 	rdb               *redis.Client
 	createEnvironment *redis.Script
 	compareAndSet     *redis.Script
+	pipelines         pipelineScripts
 }
 
 var _ store.Store = (*Store)(nil)
@@ -117,6 +137,7 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		rdb:               redis.NewClient(opt),
 		createEnvironment: redis.NewScript(createEnvironmentScript),
 		compareAndSet:     redis.NewScript(compareAndSetScript),
+		pipelines:         newPipelineScripts(),
 	}
 	if err := s.Ping(ctx); err != nil && !errors.Is(err, store.ErrUnavailable) {
 		_ = s.rdb.Close()
@@ -400,8 +421,11 @@ func orgKey(orgID, name string) string {
 }
 
 // credentialsKey names the hash of t's credentials; it carries the tenant's hash tag.
-func credentialsKey(t store.Tenant) string {
-	return "sortie:{t:" + url.PathEscape(t.OrgID) + "/" + url.PathEscape(t.EnvID) + "}:credentials"
+func credentialsKey(t store.Tenant) string { return tenantKey(t, "credentials") }
+
+// tenantKey names one of t's keys; it carries the tenant's hash tag.
+func tenantKey(t store.Tenant, name string) string {
+	return "sortie:{t:" + url.PathEscape(t.OrgID) + "/" + url.PathEscape(t.EnvID) + "}:" + name
 }
 
 // wrap adds op to err and maps Redis conditions to the store's sentinel errors; it returns nil

@@ -44,6 +44,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, reopen func(t *testi
 		{"SettingRace", testSettingRace},
 		{"Copies", testCopies},
 		{"EmptyIDs", testEmptyIDs},
+		{"Pipelines", testPipelines},
+		{"PipelineBadInput", testPipelineBadInput},
+		{"PipelineList", testPipelineList},
+		{"InProgressRules", testInProgressRules},
+		{"PipelineEvents", testPipelineEvents},
+		{"Leases", testLeases},
+		{"Retention", testRetention},
+		{"PipelineRaces", testPipelineRaces},
+		{"PipelineCopies", testPipelineCopies},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -605,8 +614,10 @@ func testPersistence(t *testing.T, open func(t *testing.T) store.Store, reopen f
 	must(t, s.PutSigningKey(ctx, k2))
 	must(t, s.PutSigningKey(ctx, k1))
 	ok(s.SetSettingIfAbsent(ctx, "bootstrap", []byte("done")))(t)
+	checkPipelines := writePipelines(t, s)
 
 	s = reopen(t, s)
+	checkPipelines(t, s)
 
 	diff(t, "GetOrganization", acme, ok(s.GetOrganization(ctx, "acme"))(t))
 	diff(t, "ListEnvironments", []store.Environment{dev, prod}, ok(s.ListEnvironments(ctx, "acme"))(t))
