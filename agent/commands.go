@@ -65,9 +65,20 @@ func (e *executor) dispatch(runCtx, sessCtx context.Context, sess *session, cmd 
 		e.wg.Go(func() {
 			select {
 			case <-entry.done:
-				sess.sendResult(sessCtx, entry.result)
 			case <-sessCtx.Done():
+				return
 			}
+			// A watch lives on the stream that started it: the earlier result does not
+			// stand for a watch this stream lacks (after a reconnect, or if it failed to
+			// start), so the hub's re-sent Watch starts it again.
+			if w := cmd.GetWatch(); w != nil && !sess.watches.running(w.GetWatchId()) {
+				e.log.Info("watch re-sent on a stream without it; starting it again", "command", id, "watch", w.GetWatchId())
+				res := e.execute(runCtx, sessCtx, sess, cmd)
+				e.results.update(entry, res)
+				sess.sendResult(sessCtx, res)
+				return
+			}
+			sess.sendResult(sessCtx, e.results.result(entry))
 		})
 		return
 	}
@@ -261,6 +272,20 @@ func (c *resultCache) finish(e *cacheEntry, res *hubv1.CommandResult) {
 	e.result, e.finished = res, c.now()
 	c.mu.Unlock()
 	close(e.done)
+}
+
+// update replaces the result of a finished entry.
+func (c *resultCache) update(e *cacheEntry, res *hubv1.CommandResult) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.result, e.finished = res, c.now()
+}
+
+// result returns the result of a finished entry.
+func (c *resultCache) result(e *cacheEntry) *hubv1.CommandResult {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return e.result
 }
 
 // prune evicts finished entries older than ttl and, with room, the oldest entries beyond

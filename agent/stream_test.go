@@ -691,3 +691,50 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestWatchResentAfterReconnect: a Watch the hub sends again on a new stream starts the
+// watch there, though its result is remembered; sent again while it runs, it is answered
+// without starting it twice.
+func TestWatchResentAfterReconnect(t *testing.T) {
+	t.Parallel()
+	labels := map[string]any{"metadata": map[string]any{"labels": map[string]any{"app": "x"}}}
+	h := startAgent(t, setup{objects: []runtime.Object{obj("v1", "ConfigMap", "apps", "a", labels)}})
+	watch := &hubv1.Command{Id: "w", Action: &hubv1.Command_Watch{Watch: &hubv1.WatchAction{WatchId: "w1",
+		Selectors: []*hubv1.ResourceSelector{{ApiVersion: "v1", Kind: "ConfigMap", Namespace: "apps", LabelSelector: "app=x"}}}}}
+	event := func(typ hubv1.ResourceEvent_Type, name string) func(*hubv1.ConnectRequest) bool {
+		return func(m *hubv1.ConnectRequest) bool {
+			e := m.GetResourceEvent()
+			return e.GetWatchId() == "w1" && e.GetType() == typ && e.GetResource().GetRef().GetName() == name
+		}
+	}
+	s1 := h.hub.WaitStream(1, waitLong)
+	if res := s1.Do(t, watch, waitLong); res.GetOutcome() != hubv1.CommandResult_OUTCOME_SUCCEEDED {
+		t.Fatalf("watch: %v", res)
+	}
+	s1.WaitFor(t, event(hubv1.ResourceEvent_TYPE_ADDED, "a"), waitLong)
+
+	h.hub.Restart()
+	s2 := h.hub.WaitStream(2, waitLong)
+	if res := s2.Do(t, watch, waitLong); res.GetOutcome() != hubv1.CommandResult_OUTCOME_SUCCEEDED {
+		t.Fatalf("watch re-sent on the new stream: %v", res)
+	}
+	// The watch runs on the new stream: it lists again, then reports changes.
+	s2.WaitFor(t, event(hubv1.ResourceEvent_TYPE_ADDED, "a"), waitLong)
+	cms := h.cluster.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace("apps")
+	if _, err := cms.Create(context.Background(), obj("v1", "ConfigMap", "apps", "b", labels), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s2.WaitFor(t, event(hubv1.ResourceEvent_TYPE_ADDED, "b"), waitLong)
+
+	// Sent once more while it runs: the remembered result, no second listing.
+	if err := s2.SendCommand(watch); err != nil {
+		t.Fatal(err)
+	}
+	results := s2.WaitForCount(t, 2, agenttest.ResultFor("w"), waitLong)
+	if !proto.Equal(results[0].GetCommandResult(), results[1].GetCommandResult()) {
+		t.Errorf("second result %v, want the first %v", results[1].GetCommandResult(), results[0].GetCommandResult())
+	}
+	if n := s2.Count(event(hubv1.ResourceEvent_TYPE_ADDED, "a")); n != 1 {
+		t.Errorf("object a was ADDED %d times on the new stream, want once (the watch started twice)", n)
+	}
+}

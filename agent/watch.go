@@ -147,6 +147,13 @@ func (w *watchSet) start(cmdCtx, sessCtx context.Context, k *kube, sess *session
 	return nil
 }
 
+// running reports whether a watch of that id is running (or starting) on this stream.
+func (w *watchSet) running(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.watches[id] != nil
+}
+
 // stop ends a watch; an unknown id is fine.
 func (w *watchSet) stop(id string) {
 	w.mu.Lock()
