@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"net/url"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,7 +18,7 @@ const (
 	bucketEvents      = "events"       // id/seq (8-byte big endian) -> event
 	bucketIndex       = "index"        // name/sort key -> "" (record.IndexNames)
 	bucketActive      = "active"       // id -> "" for every non-terminal pipeline
-	bucketAppActive   = "app_active"   // escaped application/id -> sort key
+	bucketAppActive   = "app_active"   // application/id -> sort key
 	bucketCompleted   = "completed"    // completed key (record.CompletedKey) -> id
 	bucketLeases      = "leases"       // id -> lease
 	bucketLeaseTokens = "lease_tokens" // id -> last fencing token (8-byte big endian)
@@ -112,7 +111,7 @@ func (pt *pipelineTenant) put(p store.Pipeline, events int64, old *store.Pipelin
 	if err := pt.sub(bucketActive).Put([]byte(p.ID), nil); err != nil {
 		return err
 	}
-	app, err := pt.sub(bucketAppActive).CreateBucketIfNotExists([]byte(url.PathEscape(p.Application)))
+	app, err := pt.sub(bucketAppActive).CreateBucketIfNotExists([]byte(p.Application))
 	if err != nil {
 		return err
 	}
@@ -136,7 +135,7 @@ func (pt *pipelineTenant) unindex(p store.Pipeline) error {
 	if err := pt.sub(bucketActive).Delete([]byte(p.ID)); err != nil {
 		return err
 	}
-	if app := pt.sub(bucketAppActive).Bucket([]byte(url.PathEscape(p.Application))); app != nil {
+	if app := pt.sub(bucketAppActive).Bucket([]byte(p.Application)); app != nil {
 		return app.Delete([]byte(p.ID))
 	}
 	return nil
@@ -261,7 +260,7 @@ func (s *Store) CreatePipeline(ctx context.Context, p store.Pipeline, rule store
 // activeOf returns the oldest in-progress pipeline of the application ("" if none) and its
 // QUEUED pipelines, newest first.
 func (pt *pipelineTenant) activeOf(app string) (blocker string, queued []store.Pipeline, err error) {
-	b := pt.sub(bucketAppActive).Bucket([]byte(url.PathEscape(app)))
+	b := pt.sub(bucketAppActive).Bucket([]byte(app))
 	if b == nil {
 		return "", nil, nil
 	}

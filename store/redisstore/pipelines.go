@@ -206,7 +206,7 @@ func eventsKey(t store.Tenant) string    { return tenantKey(t, "pipeline_events"
 func activeKey(t store.Tenant) string    { return tenantKey(t, "pipeline_active") }
 func completedKey(t store.Tenant) string { return tenantKey(t, "pipeline_completed") }
 func appActiveKey(t store.Tenant, app string) string {
-	return tenantKey(t, "pipeline_app_active:"+url.PathEscape(app))
+	return tenantKey(t, "pipeline_app_active:"+url.QueryEscape(app))
 }
 func indexKey(t store.Tenant, name string) string { return tenantKey(t, "pipeline_index:"+name) }
 func leaseKey(t store.Tenant, id string) string   { return tenantKey(t, "lease:"+url.PathEscape(id)) }

@@ -292,6 +292,11 @@ func testPipelineList(t *testing.T, ps store.Store) {
 		byID["b1"] = ok(ps.GetPipeline(ctx, tenantB, "b1"))(t)
 		diff(t, "pages", [][]string{{"b1"}}, list(t, tenantB, store.PipelineFilter{}))
 	})
+	t.Run("application names that spell other indexes", func(t *testing.T) {
+		for _, app := range []string{"web:status:RUNNING", "web:status:" + store.StatusCancelled, "status:" + store.StatusSucceeded} {
+			diff(t, app, [][]string{nil}, list(t, tenantA, store.PipelineFilter{Application: app}))
+		}
+	})
 	t.Run("tenant without pipelines", func(t *testing.T) {
 		diff(t, "pages", [][]string{nil}, list(t, store.Tenant{OrgID: "acme", EnvID: "none"}, store.PipelineFilter{}))
 	})

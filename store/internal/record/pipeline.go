@@ -245,9 +245,11 @@ func CheckFilter(f store.PipelineFilter) (limit int, after string, err error) {
 const indexAll = "all"
 
 // IndexNames returns the indexes a pipeline of application app in status belongs to: every
-// pipeline, the application's, the status's, and the application's in that status.
+// pipeline, the application's, the status's, and the application's in that status. The
+// application is query-escaped, which leaves no ':' in it, so no application's name can
+// spell another's index.
 func IndexNames(app, status string) []string {
-	a := "app:" + url.PathEscape(app)
+	a := "app:" + url.QueryEscape(app)
 	return []string{indexAll, a, "status:" + status, a + ":status:" + status}
 }
 
@@ -259,7 +261,7 @@ func FilterIndexes(f store.PipelineFilter) []string {
 		if f.Application == "" {
 			return []string{indexAll}
 		}
-		return []string{"app:" + url.PathEscape(f.Application)}
+		return []string{"app:" + url.QueryEscape(f.Application)}
 	}
 	seen := map[string]bool{}
 	for _, s := range f.Statuses {
@@ -270,7 +272,7 @@ func FilterIndexes(f store.PipelineFilter) []string {
 		if f.Application == "" {
 			names = append(names, "status:"+s)
 		} else {
-			names = append(names, "app:"+url.PathEscape(f.Application)+":status:"+s)
+			names = append(names, "app:"+url.QueryEscape(f.Application)+":status:"+s)
 		}
 	}
 	return names
