@@ -204,6 +204,33 @@ func TestKeyLayout(t *testing.T) {
 	writes = append(writes, err)
 	_, err = s.SetSettingIfAbsent(ctx, "bootstrap", []byte("done"))
 	writes = append(writes, err)
+	// Pipelines: one running, one queued behind it and replaced (so REJECTED and completed),
+	// a lease, a fenced update, and one finished pipeline pruned with its lease.
+	now := time.Now()
+	pipeline := func(id, status string) store.Pipeline {
+		p := store.Pipeline{ID: id, Tenant: odd, Application: "web", Status: status, CreatedAt: now}
+		if store.TerminalStatus(status) {
+			p.CompletedAt = now.Add(-time.Hour)
+		}
+		return p
+	}
+	res, err := s.CreatePipeline(ctx, pipeline("p1", store.StatusRunning), store.RejectInProgress, []store.PipelineEvent{{Type: "created"}})
+	writes = append(writes, err)
+	_, err = s.CreatePipeline(ctx, pipeline("p2", store.StatusNotStarted), store.EnqueueOne, nil)
+	writes = append(writes, err)
+	_, err = s.CreatePipeline(ctx, pipeline("p3", store.StatusNotStarted), store.EnqueueOne, nil)
+	writes = append(writes, err)
+	lease, err := s.AcquireLease(ctx, store.PipelineRef{Tenant: odd, ID: "p1"}, "r1", now, time.Minute)
+	writes = append(writes, err)
+	res.Pipeline.Status = store.StatusPaused
+	_, err = s.UpdatePipeline(ctx, res.Pipeline, &lease, []store.PipelineEvent{{Type: "paused"}})
+	writes = append(writes, err)
+	_, err = s.CreatePipeline(ctx, pipeline("gone", store.StatusSucceeded), store.RejectInProgress, nil)
+	writes = append(writes, err)
+	_, err = s.AcquireLease(ctx, store.PipelineRef{Tenant: odd, ID: "gone"}, "r1", now, time.Minute)
+	writes = append(writes, err)
+	_, err = s.DeletePipelinesCompletedBefore(ctx, now.Add(-time.Minute))
+	writes = append(writes, err)
 	if err := errors.Join(writes...); err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +251,7 @@ func TestKeyLayout(t *testing.T) {
 		"": {
 			"sortie:credential_index",
 			"sortie:organizations",
+			"sortie:pipeline_tenants",
 			"sortie:settings",
 			"sortie:signing_keys",
 		},
@@ -233,7 +261,24 @@ func TestKeyLayout(t *testing.T) {
 		},
 		"t:acme/prod":  {"sortie:{t:acme/prod}:credentials"},
 		"t:acme/dev":   {"sortie:{t:acme/dev}:credentials"},
-		"t:x%7Dy/%7Bz": {"sortie:{t:x%7Dy/%7Bz}:credentials"},
+		"t:x%7Dy/%7Bz": {
+			"sortie:{t:x%7Dy/%7Bz}:credentials",
+			"sortie:{t:x%7Dy/%7Bz}:lease:p1",
+			"sortie:{t:x%7Dy/%7Bz}:lease_token:p1",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_active",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_app_active:web",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_completed",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_events",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_index:all",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_index:app:web",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_index:app:web:status:PAUSED",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_index:app:web:status:QUEUED",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_index:app:web:status:REJECTED",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_index:status:PAUSED",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_index:status:QUEUED",
+			"sortie:{t:x%7Dy/%7Bz}:pipeline_index:status:REJECTED",
+			"sortie:{t:x%7Dy/%7Bz}:pipelines",
+		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("keys by hash tag mismatch (-want +got):\n%s", diff)
