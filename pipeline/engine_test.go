@@ -394,7 +394,7 @@ func TestCanaryWithTimedPauseAndApproval(t *testing.T) {
 	t.Parallel()
 	e := startEngine(t, "prod-west")
 	e.deployed(t, "web")
-	id := e.start(t, oneTarget("web", "nginx:2.0", weight(25), wait(1), weight(50), approval()))
+	id := e.start(t, oneTarget("web", "nginx:2.0", weight(25), wait(3), weight(50), approval()))
 
 	paused := e.await(t, id, "PAUSED at 25%", status(pipeline.Paused))
 	if tg := paused.Targets[0]; tg.Weight != 25 || tg.Pause == nil || tg.Pause.Reason != "timed" || tg.Pause.EndTime.IsZero() {
