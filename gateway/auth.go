@@ -184,7 +184,7 @@ var hubProcedureScopes = procedureScopes{
 // allProcedureScopes merges the declarations of every served service.
 func allProcedureScopes() procedureScopes {
 	out := procedureScopes{}
-	for _, table := range []procedureScopes{identityProcedureScopes, infraProcedureScopes, hubProcedureScopes} {
+	for _, table := range []procedureScopes{identityProcedureScopes, infraProcedureScopes, deployProcedureScopes, hubProcedureScopes} {
 		maps.Copy(out, table)
 	}
 	return out

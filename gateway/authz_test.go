@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -92,11 +93,21 @@ func TestEveryProcedureDeclaresScope(t *testing.T) {
 // sampleBodies are well-formed bodies for operations that take one, so the matrix reaches
 // the authorization decision with a request a real client could send.
 var sampleBodies = map[string]string{
-	"create-environment":   `{"name":"matrix"}`,
-	"create-credential":    `{"name":"matrix","roles":[]}`,
-	"set-credential-roles": `[]`,
-	"oauth-token":          `grant_type=client_credentials`,
+	"create-environment":        `{"name":"matrix"}`,
+	"create-credential":         `{"name":"matrix","roles":[]}`,
+	"set-credential-roles":      `[]`,
+	"oauth-token":               `grant_type=client_credentials`,
+	"start-deployment":          `{"account":"matrix","application":"web","manifests":[{"inline":{"value":"kind: ConfigMap"}}]}`,
+	"start-pipeline":            `{"application":"web","targets":{},"manifests":[]}`,
+	"start-kubernetes-pipeline": `{"application":"web","targets":{},"manifests":[]}`,
+	"approve-pipeline":          `{"step":"prod"}`,
+	"resume-deployment":         `{}`,
+	"abort-deployment":          `{}`,
+	"abort-pipeline":            `{}`,
 }
+
+// pathParam matches the parameters of a route's path template.
+var pathParam = regexp.MustCompile(`\{[^}]+\}`)
 
 func TestScopeMatrix(t *testing.T) {
 	t.Parallel()
@@ -111,7 +122,7 @@ func TestScopeMatrix(t *testing.T) {
 
 	for _, op := range restOps(t, ts.gw.OpenAPI()) {
 		t.Run("REST "+op.id, func(t *testing.T) {
-			path := strings.ReplaceAll(op.path, "{id}", "does-not-exist")
+			path := pathParam.ReplaceAllString(op.path, "does-not-exist")
 			body := sampleBodies[op.id]
 			if body == "" && (op.method == "POST" || op.method == "PUT") {
 				t.Fatalf("add a sample body for %s to sampleBodies", op.id)

@@ -144,7 +144,8 @@ func init() {
 }
 
 // errorStatus maps a domain error to an HTTP status and a message the caller may see. This
-// and connectCode are the only two places domain errors are translated.
+// and connectError are the only two places domain errors are translated, after
+// pipelineFailure for the pipeline engine's errors.
 func errorStatus(err error) (int, string, []error) {
 	var verr *identity.ValidationError
 	switch {
@@ -178,6 +179,9 @@ func errorStatus(err error) (int, string, []error) {
 
 // restError converts a domain error for Huma, logging server errors under their error_id.
 func restError(ctx context.Context, log *slog.Logger, err error) error {
+	if f, ok := pipelineFailure(err); ok {
+		return &ErrorBody{ErrorID: uuid.NewString(), Errors: f.items, status: f.status}
+	}
 	status, msg, details := errorStatus(err)
 	body := newErrorBody(status, msg, details...)
 	if status >= 500 {
@@ -188,6 +192,9 @@ func restError(ctx context.Context, log *slog.Logger, err error) error {
 
 // connectError converts a domain error for Connect, with the same meaning as restError.
 func connectError(ctx context.Context, log *slog.Logger, err error) error {
+	if f, ok := pipelineFailure(err); ok {
+		return connect.NewError(f.code, errors.New(f.message()))
+	}
 	status, msg, details := errorStatus(err)
 	code := connect.CodeInternal
 	switch status {

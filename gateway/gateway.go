@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sortie-dev/sortie/gen/sortie/deploy/v1/deployv1connect"
 	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
 	"github.com/sortie-dev/sortie/gen/sortie/identity/v1/identityv1connect"
 	"github.com/sortie-dev/sortie/gen/sortie/infra/v1/infrav1connect"
@@ -35,23 +36,36 @@ const Version = "0.1.0"
 
 // Gateway owns the handler tree.
 type Gateway struct {
-	log      *slog.Logger
-	id       *identity.Service
-	hub      *hub.Hub
-	verifier tokenVerifier
-	api      huma.API
-	mux      *http.ServeMux
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
+	log *slog.Logger
+	id  *identity.Service
+	hub *hub.Hub
+	// pipelines serves the deployment and pipeline APIs; nil answers them with 503.
+	pipelines Pipelines
+	verifier  tokenVerifier
+	api       huma.API
+	mux       *http.ServeMux
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
 }
+
+// Option configures a Gateway.
+type Option func(*Gateway)
+
+// WithPipelines serves the deployment and pipeline APIs (REST and DeploymentService) from
+// the pipeline engine. Without it those routes exist, in the OpenAPI document too, and answer
+// 503.
+func WithPipelines(p Pipelines) Option { return func(g *Gateway) { g.pipelines = p } }
 
 // New builds the handler tree over the identity service and the agent hub. reg collects the
 // server's metrics and is served at /metrics.
-func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheus.Registry) *Gateway {
+func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheus.Registry, opts ...Option) *Gateway {
 	g := &Gateway{log: log, id: id, hub: agents, verifier: id.Verifier(), mux: http.NewServeMux(), reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sortie_http_requests_total", Help: "HTTP requests served, by method and status code.",
 		}, []string{"method", "code"}),
+	}
+	for _, opt := range opts {
+		opt(g)
 	}
 	reg.MustRegister(g.requests)
 	g.api = humago.New(g.mux, apiConfig())
@@ -61,6 +75,7 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 	g.registerIdentityREST()
 	g.registerInfraREST()
 	g.registerAgentManifest()
+	g.registerDeployREST()
 
 	connectOpts := []connect.HandlerOption{
 		connect.WithInterceptors(connectAuth{g: g, scopes: allProcedureScopes()}),
@@ -68,11 +83,12 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 	}
 	g.mux.Handle(identityv1connect.NewIdentityServiceHandler(&identityServer{g: g}, connectOpts...))
 	g.mux.Handle(infrav1connect.NewInfrastructureServiceHandler(&infraServer{g: g}, connectOpts...))
+	g.mux.Handle(deployv1connect.NewDeploymentServiceHandler(&deployServer{g: g}, connectOpts...))
 	// The hub sets its own message limit and needs its own handler to cut slow streams.
 	g.mux.Handle(agents.Handler(connect.WithInterceptors(connectAuth{g: g, scopes: allProcedureScopes()})))
 	g.mux.Handle(grpchealth.NewHandler(storeChecker{g: g}))
 	reflector := grpcreflect.NewStaticReflector(identityv1connect.IdentityServiceName,
-		infrav1connect.InfrastructureServiceName, hubv1connect.AgentHubServiceName)
+		infrav1connect.InfrastructureServiceName, deployv1connect.DeploymentServiceName, hubv1connect.AgentHubServiceName)
 	g.mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	g.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 

@@ -24,6 +24,8 @@ import (
 	"github.com/sortie-dev/sortie/gateway"
 	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
+	"github.com/sortie-dev/sortie/pipeline"
+	"github.com/sortie-dev/sortie/seal"
 	"github.com/sortie-dev/sortie/store"
 	"github.com/sortie-dev/sortie/store/boltstore"
 	"github.com/sortie-dev/sortie/store/redisstore"
@@ -59,6 +61,7 @@ type testServer struct {
 	svc       *identity.Service
 	gw        *gateway.Gateway
 	hub       *hub.Hub
+	engine    *pipeline.Engine
 	masterKey []byte
 	admin     identity.NewOrganization // the admin of organization "acme"
 }
@@ -99,13 +102,30 @@ func startServer(t testing.TB, opts serverOptions) *testServer {
 		t.Fatalf("create organization: %v", err)
 	}
 	ts.hub = hub.New(log, hub.Config{Registerer: reg})
-	ts.gw = gateway.New(log, ts.svc, ts.hub, reg)
-	done := make(chan error, 2)
+	// The engine runs wherever the store keeps pipelines (a backend without them yet serves
+	// the deployment routes as 503).
+	var gwOpts []gateway.Option
+	runners := []func(context.Context) error{ts.hub.Run}
+	if ps, ok := st.(pipeline.Store); ok {
+		sealer, err := seal.New(ts.masterKey, "pipeline")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.engine = pipeline.New(log, ps, pipeline.FromHub(ts.hub), sealer, pipeline.Config{
+			Holder: ts.hub.InstanceID(), Resync: 200 * time.Millisecond, CommandTimeout: 5 * time.Second, Registerer: reg,
+		})
+		gwOpts = append(gwOpts, gateway.WithPipelines(ts.engine))
+		runners = append(runners, ts.engine.Run)
+	}
+	ts.gw = gateway.New(log, ts.svc, ts.hub, reg, gwOpts...)
+	done := make(chan error, 1+len(runners))
 	go func() { done <- gateway.Serve(ctx, log, ln, ts.gw.Handler(), nil) }()
-	go func() { done <- ts.hub.Run(ctx) }()
+	for _, run := range runners {
+		go func() { done <- run(ctx) }()
+	}
 	t.Cleanup(func() {
 		cancel()
-		for range 2 {
+		for range 1 + len(runners) {
 			if err := <-done; err != nil {
 				t.Errorf("serve: %v", err)
 			}
