@@ -41,7 +41,7 @@
 // vanish by themselves. The keys of a tenant share the Redis Cluster hash tag
 // {t:<org>/<env>}, like the store's:
 //
-//	sortie:{t:<org>/<env>}:hub:streams                hash stream id -> presence record (JSON)
+//	sortie:{t:<org>/<env>}:hub:streams                hash stream id -> replicationv1.AgentRecord (protobuf)
 //	sortie:{t:<org>/<env>}:hub:alive:<stream id>      "1" with TTL 3 heartbeat intervals
 //	sortie:{t:<org>/<env>}:hub:accounts               hash agent identifier -> last seen (unix ms)
 //	sortie:{t:<org>/<env>}:hub:inventory:<agent>      hash object key -> hubv1.Resource (protobuf)
@@ -72,6 +72,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	replicationv1 "github.com/sortie-dev/sortie/gen/sortie/hub/replication/v1"
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
 	"github.com/sortie-dev/sortie/store"
@@ -264,7 +265,7 @@ type Hub struct {
 	shuttingDown bool
 	agents       map[store.Tenant]map[string]*agentState
 	pending      map[pendingKey]*pending // commands placed on a local stream or parked here
-	forwards     map[string]chan forwardReply
+	forwards     map[string]chan *replicationv1.ForwardReply
 	watchers     map[store.Tenant]map[*watcher]struct{}
 	rr           uint64 // round-robin among equally loaded streams
 	redisDown    bool   // the last presence refresh failed; rewrite everything when it works again
@@ -289,7 +290,7 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 		done:         make(chan struct{}),
 		agents:       map[store.Tenant]map[string]*agentState{},
 		pending:      map[pendingKey]*pending{},
-		forwards:     map[string]chan forwardReply{},
+		forwards:     map[string]chan *replicationv1.ForwardReply{},
 		watchers:     map[store.Tenant]map[*watcher]struct{}{},
 		inv:          newInventories(),
 		subs:         map[store.Tenant]map[*Subscription]struct{}{},
@@ -406,7 +407,7 @@ func (h *Hub) failParked() {
 	for id, ch := range h.forwards {
 		delete(h.forwards, id)
 		select {
-		case ch <- forwardReply{Error: errKindStreamLost}:
+		case ch <- &replicationv1.ForwardReply{Error: replicationv1.ForwardReply_ERROR_STREAM_LOST}:
 		default:
 		}
 	}

@@ -3,7 +3,6 @@ package hub
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
+	replicationv1 "github.com/sortie-dev/sortie/gen/sortie/hub/replication/v1"
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/store"
 )
@@ -75,7 +75,7 @@ func (h *Hub) storePresence(k agentKey, a Agent) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 	defer cancel()
-	rec, _ := json.Marshal(a)
+	rec := encodeAgent(a)
 	_, err := h.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, keyStreams(k.tenant), a.StreamID, rec)
 		p.Set(ctx, keyAlive(k.tenant, a.StreamID), "1", h.presenceTTL())
@@ -113,17 +113,8 @@ func (h *Hub) removePresence(k agentKey, a Agent, expectBack bool) {
 	h.publishEvent(ctx, k.tenant, AgentEvent{Type: AgentDisconnected, Agent: a})
 }
 
-// eventMessage is an AgentEvent on eventsChannel.
-type eventMessage struct {
-	Origin string         `json:"origin"`
-	OrgID  string         `json:"orgId"`
-	EnvID  string         `json:"envId"`
-	Type   AgentEventType `json:"type"`
-	Agent  Agent          `json:"agent"`
-}
-
 func (h *Hub) publishEvent(ctx context.Context, t store.Tenant, ev AgentEvent) {
-	msg, _ := json.Marshal(eventMessage{Origin: h.id, OrgID: t.OrgID, EnvID: t.EnvID, Type: ev.Type, Agent: ev.Agent})
+	msg, _ := proto.Marshal(&replicationv1.AgentEvent{Origin: h.id, Type: eventType(ev.Type), Agent: agentRecord(ev.Agent)})
 	if err := h.rdb.Publish(ctx, eventsChannel, msg).Err(); err != nil {
 		h.log.Debug("publishing an agent event failed", "tenant", t.String(), "err", err)
 	}
@@ -152,8 +143,8 @@ func (h *Hub) listPresence(ctx context.Context, t store.Tenant) ([]Agent, error)
 	}
 	var out, dead []Agent
 	for i, id := range ids {
-		var a Agent
-		if err := json.Unmarshal([]byte(recs[id]), &a); err != nil {
+		a, err := decodeAgent([]byte(recs[id]))
+		if err != nil {
 			h.log.Warn("ignoring an unreadable agent presence record", "tenant", t.String(), "stream", id)
 			continue
 		}
@@ -392,7 +383,7 @@ func (h *Hub) refresh(ctx context.Context) {
 	_, err := h.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
 		for _, a := range agents {
 			t := store.Tenant{OrgID: a.OrgID, EnvID: a.EnvID}
-			rec, _ := json.Marshal(a)
+			rec := encodeAgent(a)
 			p.HSet(rctx, keyStreams(t), a.StreamID, rec)
 			p.Set(rctx, keyAlive(t, a.StreamID), "1", h.presenceTTL())
 		}
@@ -435,40 +426,6 @@ func (h *Hub) refresh(ctx context.Context) {
 	}
 }
 
-// instanceMessage is what travels on a replica's own channel: a forwarded command or the
-// result of one.
-type instanceMessage struct {
-	Request *forwardRequest `json:"request,omitempty"`
-	Reply   *forwardReply   `json:"reply,omitempty"`
-}
-
-type forwardRequest struct {
-	ID      string `json:"id"`
-	ReplyTo string `json:"replyTo"`
-	OrgID   string `json:"orgId"`
-	EnvID   string `json:"envId"`
-	Agent   string `json:"agent"`
-	Command []byte `json:"command"` // hubv1.Command, protobuf
-	Hops    int    `json:"hops"`
-}
-
-// Error kinds of a forwardReply.
-const (
-	errKindNotConnected = "not_connected"
-	errKindTimeout      = "timeout"
-	errKindStreamLost   = "stream_lost"
-	errKindUnavailable  = "unavailable"
-	errKindFailed       = "failed"
-)
-
-type forwardReply struct {
-	ID      string `json:"id"`
-	Result  []byte `json:"result,omitempty"` // hubv1.CommandResult, protobuf
-	Error   string `json:"error,omitempty"`
-	Message string `json:"message,omitempty"`
-	Unknown bool   `json:"unknown,omitempty"` // the error came after the command reached a stream
-}
-
 // errNoRemote means no other replica holds the agent.
 var errNoRemote = errors.New("no other replica holds the agent")
 
@@ -496,24 +453,23 @@ func (h *Hub) forward(ctx context.Context, p *pending) (*hubv1.CommandResult, er
 		return nil, errNoRemote
 	}
 	rand.Shuffle(len(hubs), func(i, j int) { hubs[i], hubs[j] = hubs[j], hubs[i] })
-	cmd, err := proto.Marshal(p.cmd)
-	if err != nil {
-		return nil, fmt.Errorf("encode command: %w", err)
-	}
 	for _, hub := range hubs {
-		req := &forwardRequest{
-			ID: p.cmd.Id + "/" + strconv.FormatUint(rand.Uint64(), 36), ReplyTo: h.id,
-			OrgID: p.agent.tenant.OrgID, EnvID: p.agent.tenant.EnvID, Agent: p.agent.agent,
-			Command: cmd, Hops: p.hops + 1,
+		req := &replicationv1.ForwardRequest{
+			Id: p.cmd.Id + "/" + strconv.FormatUint(rand.Uint64(), 36), ReplyTo: h.id,
+			OrgId: p.agent.tenant.OrgID, EnvId: p.agent.tenant.EnvID, Agent: p.agent.agent,
+			Command: p.cmd, Hops: int32(p.hops + 1),
 		}
-		body, _ := json.Marshal(instanceMessage{Request: req})
-		replies := make(chan forwardReply, 1)
+		body, err := proto.Marshal(&replicationv1.InstanceMessage{Message: &replicationv1.InstanceMessage_Request{Request: req}})
+		if err != nil {
+			return nil, fmt.Errorf("encode command: %w", err)
+		}
+		replies := make(chan *replicationv1.ForwardReply, 1)
 		h.mu.Lock()
-		h.forwards[req.ID] = replies
+		h.forwards[req.Id] = replies
 		h.mu.Unlock()
-		res, err, next := h.awaitForward(ctx, p, hub, req.ID, body, replies)
+		res, err, next := h.awaitForward(ctx, p, hub, req.Id, body, replies)
 		h.mu.Lock()
-		delete(h.forwards, req.ID)
+		delete(h.forwards, req.Id)
 		h.mu.Unlock()
 		if !next {
 			return res, err
@@ -526,7 +482,7 @@ func (h *Hub) forward(ctx context.Context, p *pending) (*hubv1.CommandResult, er
 // the replica does not (or no longer) hold the agent, so the next one should be tried. From
 // the publication on, errors are ErrOutcomeUnknown unless the replica says it never wrote
 // the command to a stream.
-func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body []byte, replies <-chan forwardReply) (*hubv1.CommandResult, error, bool) {
+func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body []byte, replies <-chan *replicationv1.ForwardReply) (*hubv1.CommandResult, error, bool) {
 	h.mu.Lock()
 	p.remote = true
 	h.mu.Unlock()
@@ -550,25 +506,24 @@ func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body
 	case r := <-replies:
 		var err error
 		switch r.Error {
-		case "":
-			res := &hubv1.CommandResult{}
-			if err := proto.Unmarshal(r.Result, res); err != nil {
-				return nil, outcomeUnknown(fmt.Errorf("command %s to agent '%s': unreadable result from replica %s: %w", p.cmd.Id, p.agent.agent, hub, err)), false
+		case replicationv1.ForwardReply_ERROR_UNSPECIFIED:
+			if r.Result == nil {
+				return nil, outcomeUnknown(fmt.Errorf("command %s to agent '%s': replica %s replied without a result", p.cmd.Id, p.agent.agent, hub)), false
 			}
-			return res, nil, false
-		case errKindNotConnected:
+			return r.Result, nil, false
+		case replicationv1.ForwardReply_ERROR_NOT_CONNECTED:
 			h.notRemote(p)
 			return nil, nil, true
-		case errKindTimeout:
+		case replicationv1.ForwardReply_ERROR_TIMEOUT:
 			err = timedOut(p)
-		case errKindStreamLost:
+		case replicationv1.ForwardReply_ERROR_STREAM_LOST:
 			err = streamLost(p)
-		case errKindUnavailable:
+		case replicationv1.ForwardReply_ERROR_UNAVAILABLE:
 			err = &unavailableError{op: "forwarded command", cause: errors.New(r.Message)}
 		default:
 			err = fmt.Errorf("command %s to agent '%s': %s", p.cmd.Id, p.agent.agent, r.Message)
 		}
-		if r.Unknown {
+		if r.OutcomeUnknown {
 			err = outcomeUnknown(err)
 		} else {
 			h.notRemote(p)
@@ -648,36 +603,41 @@ func (h *Hub) onMessage(m *redis.Message) {
 	case changesChannel:
 		h.onChange(m)
 	case eventsChannel:
-		var ev eventMessage
-		if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil || ev.Origin == h.id {
+		var msg replicationv1.AgentEvent
+		if err := proto.Unmarshal([]byte(m.Payload), &msg); err != nil || msg.Origin == h.id || msg.Agent == nil {
 			return
 		}
-		t := store.Tenant{OrgID: ev.OrgID, EnvID: ev.EnvID}
+		ev := AgentEvent{Type: agentEventType(msg.Type), Agent: agentFrom(msg.Agent)}
+		if ev.Type == 0 {
+			return
+		}
+		t := store.Tenant{OrgID: ev.Agent.OrgID, EnvID: ev.Agent.EnvID}
 		h.mu.Lock()
-		h.notifyLocked(t, AgentEvent{Type: ev.Type, Agent: ev.Agent})
+		h.notifyLocked(t, ev)
 		h.mu.Unlock()
 		if ev.Type == AgentConnected {
 			k := agentKey{tenant: t, agent: ev.Agent.AgentIdentifier}
 			h.retryParked(func(x agentKey) bool { return x == k })
 		}
 	case instanceChannel(h.id):
-		var im instanceMessage
-		if err := json.Unmarshal([]byte(m.Payload), &im); err != nil {
+		var im replicationv1.InstanceMessage
+		if err := proto.Unmarshal([]byte(m.Payload), &im); err != nil {
+			h.log.Warn("ignoring an unreadable message from another replica", "err", err)
 			return
 		}
-		switch {
-		case im.Request != nil:
-			req := im.Request
+		switch x := im.Message.(type) {
+		case *replicationv1.InstanceMessage_Request:
+			req := x.Request
 			if !h.spawn(&h.wg, func() { h.serveForward(req) }) {
-				h.reply(req, forwardReply{ID: req.ID, Error: errKindNotConnected})
+				h.reply(req, &replicationv1.ForwardReply{Id: req.Id, Error: replicationv1.ForwardReply_ERROR_NOT_CONNECTED})
 			}
-		case im.Reply != nil:
+		case *replicationv1.InstanceMessage_Reply:
 			h.mu.Lock()
-			ch := h.forwards[im.Reply.ID]
+			ch := h.forwards[x.Reply.Id]
 			h.mu.Unlock()
 			if ch != nil {
 				select {
-				case ch <- *im.Reply:
+				case ch <- x.Reply:
 				default:
 				}
 			}
@@ -707,41 +667,42 @@ func (h *Hub) retryParked(match func(agentKey) bool) {
 }
 
 // serveForward runs a command forwarded by another replica and sends the result back.
-func (h *Hub) serveForward(req *forwardRequest) {
+func (h *Hub) serveForward(req *replicationv1.ForwardRequest) {
 	h.m.forwarded.WithLabelValues("received").Inc()
-	cmd := &hubv1.Command{}
-	if err := proto.Unmarshal(req.Command, cmd); err != nil || cmd.Deadline == nil {
-		h.reply(req, forwardReply{ID: req.ID, Error: errKindFailed, Message: "unreadable forwarded command"})
+	cmd := req.Command
+	if cmd == nil || cmd.Deadline == nil {
+		h.reply(req, &replicationv1.ForwardReply{Id: req.Id, Error: replicationv1.ForwardReply_ERROR_FAILED, Message: "unreadable forwarded command"})
 		return
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), cmd.Deadline.AsTime())
 	defer cancel()
-	res, err := h.send(ctx, store.Tenant{OrgID: req.OrgID, EnvID: req.EnvID}, req.Agent, cmd, req.Hops)
-	r := forwardReply{ID: req.ID, Unknown: errors.Is(err, ErrOutcomeUnknown)}
+	res, err := h.send(ctx, store.Tenant{OrgID: req.OrgId, EnvID: req.EnvId}, req.Agent, cmd, int(req.Hops))
+	r := &replicationv1.ForwardReply{Id: req.Id, OutcomeUnknown: errors.Is(err, ErrOutcomeUnknown)}
 	switch {
 	case err == nil:
-		r.Result, err = proto.Marshal(res)
-		if err != nil {
-			r.Error, r.Message = errKindFailed, "unencodable result"
-		}
+		r.Result = res
 	case errors.Is(err, ErrNotConnected):
-		r.Error = errKindNotConnected
+		r.Error = replicationv1.ForwardReply_ERROR_NOT_CONNECTED
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		r.Error = errKindTimeout
+		r.Error = replicationv1.ForwardReply_ERROR_TIMEOUT
 	case errors.Is(err, ErrStreamLost):
-		r.Error = errKindStreamLost
+		r.Error = replicationv1.ForwardReply_ERROR_STREAM_LOST
 	case errors.Is(err, store.ErrUnavailable):
-		r.Error, r.Message = errKindUnavailable, err.Error()
+		r.Error, r.Message = replicationv1.ForwardReply_ERROR_UNAVAILABLE, err.Error()
 	default:
-		r.Error, r.Message = errKindFailed, err.Error()
+		r.Error, r.Message = replicationv1.ForwardReply_ERROR_FAILED, err.Error()
 	}
 	h.reply(req, r)
 }
 
-func (h *Hub) reply(req *forwardRequest, r forwardReply) {
+func (h *Hub) reply(req *replicationv1.ForwardRequest, r *replicationv1.ForwardReply) {
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 	defer cancel()
-	body, _ := json.Marshal(instanceMessage{Reply: &r})
+	body, err := proto.Marshal(&replicationv1.InstanceMessage{Message: &replicationv1.InstanceMessage_Reply{Reply: r}})
+	if err != nil {
+		h.log.Warn("encoding a forwarded command's result failed", "hub", req.ReplyTo, "err", err)
+		return
+	}
 	if err := h.rdb.Publish(ctx, instanceChannel(req.ReplyTo), body).Err(); err != nil {
 		h.log.Warn("returning a forwarded command's result failed", "hub", req.ReplyTo, "err", err)
 	}

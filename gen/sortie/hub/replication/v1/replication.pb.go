@@ -13,6 +13,7 @@ import (
 	v1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -24,6 +25,124 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Type is the kind of event.
+type AgentEvent_Type int32
+
+const (
+	// TYPE_UNSPECIFIED is never sent.
+	AgentEvent_TYPE_UNSPECIFIED AgentEvent_Type = 0
+	// TYPE_CONNECTED: the stream opened.
+	AgentEvent_TYPE_CONNECTED AgentEvent_Type = 1
+	// TYPE_DISCONNECTED: the stream closed.
+	AgentEvent_TYPE_DISCONNECTED AgentEvent_Type = 2
+)
+
+// Enum value maps for AgentEvent_Type.
+var (
+	AgentEvent_Type_name = map[int32]string{
+		0: "TYPE_UNSPECIFIED",
+		1: "TYPE_CONNECTED",
+		2: "TYPE_DISCONNECTED",
+	}
+	AgentEvent_Type_value = map[string]int32{
+		"TYPE_UNSPECIFIED":  0,
+		"TYPE_CONNECTED":    1,
+		"TYPE_DISCONNECTED": 2,
+	}
+)
+
+func (x AgentEvent_Type) Enum() *AgentEvent_Type {
+	p := new(AgentEvent_Type)
+	*p = x
+	return p
+}
+
+func (x AgentEvent_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AgentEvent_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_sortie_hub_replication_v1_replication_proto_enumTypes[0].Descriptor()
+}
+
+func (AgentEvent_Type) Type() protoreflect.EnumType {
+	return &file_sortie_hub_replication_v1_replication_proto_enumTypes[0]
+}
+
+func (x AgentEvent_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AgentEvent_Type.Descriptor instead.
+func (AgentEvent_Type) EnumDescriptor() ([]byte, []int) {
+	return file_sortie_hub_replication_v1_replication_proto_rawDescGZIP(), []int{2, 0}
+}
+
+// Error is why no result came back.
+type ForwardReply_Error int32
+
+const (
+	// ERROR_UNSPECIFIED: there is a result.
+	ForwardReply_ERROR_UNSPECIFIED ForwardReply_Error = 0
+	// ERROR_NOT_CONNECTED: the replica holds no stream of the agent.
+	ForwardReply_ERROR_NOT_CONNECTED ForwardReply_Error = 1
+	// ERROR_TIMEOUT: the deadline passed.
+	ForwardReply_ERROR_TIMEOUT ForwardReply_Error = 2
+	// ERROR_STREAM_LOST: the stream carrying the command broke.
+	ForwardReply_ERROR_STREAM_LOST ForwardReply_Error = 3
+	// ERROR_UNAVAILABLE: Redis failed.
+	ForwardReply_ERROR_UNAVAILABLE ForwardReply_Error = 4
+	// ERROR_FAILED: any other failure; message says what.
+	ForwardReply_ERROR_FAILED ForwardReply_Error = 5
+)
+
+// Enum value maps for ForwardReply_Error.
+var (
+	ForwardReply_Error_name = map[int32]string{
+		0: "ERROR_UNSPECIFIED",
+		1: "ERROR_NOT_CONNECTED",
+		2: "ERROR_TIMEOUT",
+		3: "ERROR_STREAM_LOST",
+		4: "ERROR_UNAVAILABLE",
+		5: "ERROR_FAILED",
+	}
+	ForwardReply_Error_value = map[string]int32{
+		"ERROR_UNSPECIFIED":   0,
+		"ERROR_NOT_CONNECTED": 1,
+		"ERROR_TIMEOUT":       2,
+		"ERROR_STREAM_LOST":   3,
+		"ERROR_UNAVAILABLE":   4,
+		"ERROR_FAILED":        5,
+	}
+)
+
+func (x ForwardReply_Error) Enum() *ForwardReply_Error {
+	p := new(ForwardReply_Error)
+	*p = x
+	return p
+}
+
+func (x ForwardReply_Error) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ForwardReply_Error) Descriptor() protoreflect.EnumDescriptor {
+	return file_sortie_hub_replication_v1_replication_proto_enumTypes[1].Descriptor()
+}
+
+func (ForwardReply_Error) Type() protoreflect.EnumType {
+	return &file_sortie_hub_replication_v1_replication_proto_enumTypes[1]
+}
+
+func (x ForwardReply_Error) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ForwardReply_Error.Descriptor instead.
+func (ForwardReply_Error) EnumDescriptor() ([]byte, []int) {
+	return file_sortie_hub_replication_v1_replication_proto_rawDescGZIP(), []int{5, 0}
+}
 
 // InventoryChange says that a replica accepted a change of an account's inventory, so every
 // replica can tell its local subscribers (Hub.Subscribe).
@@ -127,11 +246,508 @@ func (x *InventoryChange) GetDeleted() []*v1.ObjectReference {
 	return nil
 }
 
+// AgentRecord is one agent stream as replicas share it: the presence record stored in Redis
+// and the agent of an AgentEvent. Its fields are those of hub.Agent.
+type AgentRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// agent_identifier names the agent (its account).
+	AgentIdentifier string `protobuf:"bytes,1,opt,name=agent_identifier,json=agentIdentifier,proto3" json:"agent_identifier,omitempty"`
+	// agent_instance_uuid identifies the agent replica.
+	AgentInstanceUuid string `protobuf:"bytes,2,opt,name=agent_instance_uuid,json=agentInstanceUuid,proto3" json:"agent_instance_uuid,omitempty"`
+	// agent_version is the agent's version.
+	AgentVersion string `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// client_id is the credential the stream's token was issued to.
+	ClientId string `protobuf:"bytes,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// connected_at is when the stream was registered.
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// last_heartbeat_at is when the agent's last Heartbeat arrived.
+	LastHeartbeatAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_heartbeat_at,json=lastHeartbeatAt,proto3" json:"last_heartbeat_at,omitempty"`
+	// org_id is the tenant's organization.
+	OrgId string `protobuf:"bytes,7,opt,name=org_id,json=orgId,proto3" json:"org_id,omitempty"`
+	// env_id is the tenant's environment.
+	EnvId string `protobuf:"bytes,8,opt,name=env_id,json=envId,proto3" json:"env_id,omitempty"`
+	// hub_instance_uuid is the replica holding the stream.
+	HubInstanceUuid string `protobuf:"bytes,9,opt,name=hub_instance_uuid,json=hubInstanceUuid,proto3" json:"hub_instance_uuid,omitempty"`
+	// stream_id identifies the stream.
+	StreamId string `protobuf:"bytes,10,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// ip_address is the peer address of the stream.
+	IpAddress string `protobuf:"bytes,11,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	// node_ip is the node IP the agent reported.
+	NodeIp string `protobuf:"bytes,12,opt,name=node_ip,json=nodeIp,proto3" json:"node_ip,omitempty"`
+	// k8s_cluster_role_support is what the agent reported.
+	K8SClusterRoleSupport bool `protobuf:"varint,13,opt,name=k8s_cluster_role_support,json=k8sClusterRoleSupport,proto3" json:"k8s_cluster_role_support,omitempty"`
+	// kubernetes_version is the cluster's version.
+	KubernetesVersion string `protobuf:"bytes,14,opt,name=kubernetes_version,json=kubernetesVersion,proto3" json:"kubernetes_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *AgentRecord) Reset() {
+	*x = AgentRecord{}
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentRecord) ProtoMessage() {}
+
+func (x *AgentRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentRecord.ProtoReflect.Descriptor instead.
+func (*AgentRecord) Descriptor() ([]byte, []int) {
+	return file_sortie_hub_replication_v1_replication_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AgentRecord) GetAgentIdentifier() string {
+	if x != nil {
+		return x.AgentIdentifier
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetAgentInstanceUuid() string {
+	if x != nil {
+		return x.AgentInstanceUuid
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetConnectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedAt
+	}
+	return nil
+}
+
+func (x *AgentRecord) GetLastHeartbeatAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHeartbeatAt
+	}
+	return nil
+}
+
+func (x *AgentRecord) GetOrgId() string {
+	if x != nil {
+		return x.OrgId
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetEnvId() string {
+	if x != nil {
+		return x.EnvId
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetHubInstanceUuid() string {
+	if x != nil {
+		return x.HubInstanceUuid
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetIpAddress() string {
+	if x != nil {
+		return x.IpAddress
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetNodeIp() string {
+	if x != nil {
+		return x.NodeIp
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetK8SClusterRoleSupport() bool {
+	if x != nil {
+		return x.K8SClusterRoleSupport
+	}
+	return false
+}
+
+func (x *AgentRecord) GetKubernetesVersion() string {
+	if x != nil {
+		return x.KubernetesVersion
+	}
+	return ""
+}
+
+// AgentEvent says that an agent stream opened or closed on a replica.
+type AgentEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// origin is the replica that tells it.
+	Origin string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	// type is the kind of event.
+	Type AgentEvent_Type `protobuf:"varint,2,opt,name=type,proto3,enum=sortie.hub.replication.v1.AgentEvent_Type" json:"type,omitempty"`
+	// agent is the stream.
+	Agent         *AgentRecord `protobuf:"bytes,3,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentEvent) Reset() {
+	*x = AgentEvent{}
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentEvent) ProtoMessage() {}
+
+func (x *AgentEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
+func (*AgentEvent) Descriptor() ([]byte, []int) {
+	return file_sortie_hub_replication_v1_replication_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AgentEvent) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *AgentEvent) GetType() AgentEvent_Type {
+	if x != nil {
+		return x.Type
+	}
+	return AgentEvent_TYPE_UNSPECIFIED
+}
+
+func (x *AgentEvent) GetAgent() *AgentRecord {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// InstanceMessage travels on one replica's own channel.
+type InstanceMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// message is a forwarded command or the reply to one.
+	//
+	// Types that are valid to be assigned to Message:
+	//
+	//	*InstanceMessage_Request
+	//	*InstanceMessage_Reply
+	Message       isInstanceMessage_Message `protobuf_oneof:"message"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceMessage) Reset() {
+	*x = InstanceMessage{}
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceMessage) ProtoMessage() {}
+
+func (x *InstanceMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceMessage.ProtoReflect.Descriptor instead.
+func (*InstanceMessage) Descriptor() ([]byte, []int) {
+	return file_sortie_hub_replication_v1_replication_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *InstanceMessage) GetMessage() isInstanceMessage_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *InstanceMessage) GetRequest() *ForwardRequest {
+	if x != nil {
+		if x, ok := x.Message.(*InstanceMessage_Request); ok {
+			return x.Request
+		}
+	}
+	return nil
+}
+
+func (x *InstanceMessage) GetReply() *ForwardReply {
+	if x != nil {
+		if x, ok := x.Message.(*InstanceMessage_Reply); ok {
+			return x.Reply
+		}
+	}
+	return nil
+}
+
+type isInstanceMessage_Message interface {
+	isInstanceMessage_Message()
+}
+
+type InstanceMessage_Request struct {
+	// request asks the replica to run a command on a stream it holds.
+	Request *ForwardRequest `protobuf:"bytes,1,opt,name=request,proto3,oneof"`
+}
+
+type InstanceMessage_Reply struct {
+	// reply returns the outcome of a request.
+	Reply *ForwardReply `protobuf:"bytes,2,opt,name=reply,proto3,oneof"`
+}
+
+func (*InstanceMessage_Request) isInstanceMessage_Message() {}
+
+func (*InstanceMessage_Reply) isInstanceMessage_Message() {}
+
+// ForwardRequest is a command for an agent held by the receiving replica.
+type ForwardRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id identifies this forwarding; the reply carries it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reply_to is the hub_instance_uuid of the replica waiting for the reply.
+	ReplyTo string `protobuf:"bytes,2,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// org_id is the tenant's organization.
+	OrgId string `protobuf:"bytes,3,opt,name=org_id,json=orgId,proto3" json:"org_id,omitempty"`
+	// env_id is the tenant's environment.
+	EnvId string `protobuf:"bytes,4,opt,name=env_id,json=envId,proto3" json:"env_id,omitempty"`
+	// agent is the agent identifier.
+	Agent string `protobuf:"bytes,5,opt,name=agent,proto3" json:"agent,omitempty"`
+	// command is the command, with its id and deadline set.
+	Command *v1.Command `protobuf:"bytes,6,opt,name=command,proto3" json:"command,omitempty"`
+	// hops counts the replicas that forwarded it so far, this one included.
+	Hops          int32 `protobuf:"varint,7,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardRequest) Reset() {
+	*x = ForwardRequest{}
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardRequest) ProtoMessage() {}
+
+func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
+func (*ForwardRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_hub_replication_v1_replication_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ForwardRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ForwardRequest) GetReplyTo() string {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return ""
+}
+
+func (x *ForwardRequest) GetOrgId() string {
+	if x != nil {
+		return x.OrgId
+	}
+	return ""
+}
+
+func (x *ForwardRequest) GetEnvId() string {
+	if x != nil {
+		return x.EnvId
+	}
+	return ""
+}
+
+func (x *ForwardRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ForwardRequest) GetCommand() *v1.Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *ForwardRequest) GetHops() int32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+// ForwardReply is the outcome of a ForwardRequest.
+type ForwardReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the ForwardRequest's id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// result is the agent's result when error is ERROR_UNSPECIFIED.
+	Result *v1.CommandResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// error is why there is no result.
+	Error ForwardReply_Error `protobuf:"varint,3,opt,name=error,proto3,enum=sortie.hub.replication.v1.ForwardReply_Error" json:"error,omitempty"`
+	// message explains ERROR_UNAVAILABLE and ERROR_FAILED.
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// outcome_unknown says the error came after the command reached an agent's stream.
+	OutcomeUnknown bool `protobuf:"varint,5,opt,name=outcome_unknown,json=outcomeUnknown,proto3" json:"outcome_unknown,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ForwardReply) Reset() {
+	*x = ForwardReply{}
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardReply) ProtoMessage() {}
+
+func (x *ForwardReply) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardReply.ProtoReflect.Descriptor instead.
+func (*ForwardReply) Descriptor() ([]byte, []int) {
+	return file_sortie_hub_replication_v1_replication_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ForwardReply) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ForwardReply) GetResult() *v1.CommandResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ForwardReply) GetError() ForwardReply_Error {
+	if x != nil {
+		return x.Error
+	}
+	return ForwardReply_ERROR_UNSPECIFIED
+}
+
+func (x *ForwardReply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ForwardReply) GetOutcomeUnknown() bool {
+	if x != nil {
+		return x.OutcomeUnknown
+	}
+	return false
+}
+
 var File_sortie_hub_replication_v1_replication_proto protoreflect.FileDescriptor
 
 const file_sortie_hub_replication_v1_replication_proto_rawDesc = "" +
 	"\n" +
-	"+sortie/hub/replication/v1/replication.proto\x12\x19sortie.hub.replication.v1\x1a\x17sortie/hub/v1/hub.proto\"\xff\x01\n" +
+	"+sortie/hub/replication/v1/replication.proto\x12\x19sortie.hub.replication.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sortie/hub/v1/hub.proto\"\xff\x01\n" +
 	"\x0fInventoryChange\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x15\n" +
 	"\x06org_id\x18\x02 \x01(\tR\x05orgId\x12\x15\n" +
@@ -139,7 +755,58 @@ const file_sortie_hub_replication_v1_replication_proto_rawDesc = "" +
 	"\aaccount\x18\x04 \x01(\tR\aaccount\x12\x16\n" +
 	"\x06resync\x18\x05 \x01(\bR\x06resync\x12:\n" +
 	"\bupserted\x18\x06 \x03(\v2\x1e.sortie.hub.v1.ObjectReferenceR\bupserted\x128\n" +
-	"\adeleted\x18\a \x03(\v2\x1e.sortie.hub.v1.ObjectReferenceR\adeletedB\x82\x02\n" +
+	"\adeleted\x18\a \x03(\v2\x1e.sortie.hub.v1.ObjectReferenceR\adeleted\"\xc8\x04\n" +
+	"\vAgentRecord\x12)\n" +
+	"\x10agent_identifier\x18\x01 \x01(\tR\x0fagentIdentifier\x12.\n" +
+	"\x13agent_instance_uuid\x18\x02 \x01(\tR\x11agentInstanceUuid\x12#\n" +
+	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12\x1b\n" +
+	"\tclient_id\x18\x04 \x01(\tR\bclientId\x12=\n" +
+	"\fconnected_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x12F\n" +
+	"\x11last_heartbeat_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0flastHeartbeatAt\x12\x15\n" +
+	"\x06org_id\x18\a \x01(\tR\x05orgId\x12\x15\n" +
+	"\x06env_id\x18\b \x01(\tR\x05envId\x12*\n" +
+	"\x11hub_instance_uuid\x18\t \x01(\tR\x0fhubInstanceUuid\x12\x1b\n" +
+	"\tstream_id\x18\n" +
+	" \x01(\tR\bstreamId\x12\x1d\n" +
+	"\n" +
+	"ip_address\x18\v \x01(\tR\tipAddress\x12\x17\n" +
+	"\anode_ip\x18\f \x01(\tR\x06nodeIp\x127\n" +
+	"\x18k8s_cluster_role_support\x18\r \x01(\bR\x15k8sClusterRoleSupport\x12-\n" +
+	"\x12kubernetes_version\x18\x0e \x01(\tR\x11kubernetesVersion\"\xeb\x01\n" +
+	"\n" +
+	"AgentEvent\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x12>\n" +
+	"\x04type\x18\x02 \x01(\x0e2*.sortie.hub.replication.v1.AgentEvent.TypeR\x04type\x12<\n" +
+	"\x05agent\x18\x03 \x01(\v2&.sortie.hub.replication.v1.AgentRecordR\x05agent\"G\n" +
+	"\x04Type\x12\x14\n" +
+	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eTYPE_CONNECTED\x10\x01\x12\x15\n" +
+	"\x11TYPE_DISCONNECTED\x10\x02\"\xa4\x01\n" +
+	"\x0fInstanceMessage\x12E\n" +
+	"\arequest\x18\x01 \x01(\v2).sortie.hub.replication.v1.ForwardRequestH\x00R\arequest\x12?\n" +
+	"\x05reply\x18\x02 \x01(\v2'.sortie.hub.replication.v1.ForwardReplyH\x00R\x05replyB\t\n" +
+	"\amessage\"\xc5\x01\n" +
+	"\x0eForwardRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\breply_to\x18\x02 \x01(\tR\areplyTo\x12\x15\n" +
+	"\x06org_id\x18\x03 \x01(\tR\x05orgId\x12\x15\n" +
+	"\x06env_id\x18\x04 \x01(\tR\x05envId\x12\x14\n" +
+	"\x05agent\x18\x05 \x01(\tR\x05agent\x120\n" +
+	"\acommand\x18\x06 \x01(\v2\x16.sortie.hub.v1.CommandR\acommand\x12\x12\n" +
+	"\x04hops\x18\a \x01(\x05R\x04hops\"\xe9\x02\n" +
+	"\fForwardReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
+	"\x06result\x18\x02 \x01(\v2\x1c.sortie.hub.v1.CommandResultR\x06result\x12C\n" +
+	"\x05error\x18\x03 \x01(\x0e2-.sortie.hub.replication.v1.ForwardReply.ErrorR\x05error\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12'\n" +
+	"\x0foutcome_unknown\x18\x05 \x01(\bR\x0eoutcomeUnknown\"\x8a\x01\n" +
+	"\x05Error\x12\x15\n" +
+	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13ERROR_NOT_CONNECTED\x10\x01\x12\x11\n" +
+	"\rERROR_TIMEOUT\x10\x02\x12\x15\n" +
+	"\x11ERROR_STREAM_LOST\x10\x03\x12\x15\n" +
+	"\x11ERROR_UNAVAILABLE\x10\x04\x12\x10\n" +
+	"\fERROR_FAILED\x10\x05B\x82\x02\n" +
 	"\x1dcom.sortie.hub.replication.v1B\x10ReplicationProtoP\x01ZHgithub.com/sortie-dev/sortie/gen/sortie/hub/replication/v1;replicationv1\xa2\x02\x03SHR\xaa\x02\x19Sortie.Hub.Replication.V1\xca\x02\x19Sortie\\Hub\\Replication\\V1\xe2\x02%Sortie\\Hub\\Replication\\V1\\GPBMetadata\xea\x02\x1cSortie::Hub::Replication::V1b\x06proto3"
 
 var (
@@ -154,19 +821,39 @@ func file_sortie_hub_replication_v1_replication_proto_rawDescGZIP() []byte {
 	return file_sortie_hub_replication_v1_replication_proto_rawDescData
 }
 
-var file_sortie_hub_replication_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_sortie_hub_replication_v1_replication_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_sortie_hub_replication_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_sortie_hub_replication_v1_replication_proto_goTypes = []any{
-	(*InventoryChange)(nil),    // 0: sortie.hub.replication.v1.InventoryChange
-	(*v1.ObjectReference)(nil), // 1: sortie.hub.v1.ObjectReference
+	(AgentEvent_Type)(0),          // 0: sortie.hub.replication.v1.AgentEvent.Type
+	(ForwardReply_Error)(0),       // 1: sortie.hub.replication.v1.ForwardReply.Error
+	(*InventoryChange)(nil),       // 2: sortie.hub.replication.v1.InventoryChange
+	(*AgentRecord)(nil),           // 3: sortie.hub.replication.v1.AgentRecord
+	(*AgentEvent)(nil),            // 4: sortie.hub.replication.v1.AgentEvent
+	(*InstanceMessage)(nil),       // 5: sortie.hub.replication.v1.InstanceMessage
+	(*ForwardRequest)(nil),        // 6: sortie.hub.replication.v1.ForwardRequest
+	(*ForwardReply)(nil),          // 7: sortie.hub.replication.v1.ForwardReply
+	(*v1.ObjectReference)(nil),    // 8: sortie.hub.v1.ObjectReference
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*v1.Command)(nil),            // 10: sortie.hub.v1.Command
+	(*v1.CommandResult)(nil),      // 11: sortie.hub.v1.CommandResult
 }
 var file_sortie_hub_replication_v1_replication_proto_depIdxs = []int32{
-	1, // 0: sortie.hub.replication.v1.InventoryChange.upserted:type_name -> sortie.hub.v1.ObjectReference
-	1, // 1: sortie.hub.replication.v1.InventoryChange.deleted:type_name -> sortie.hub.v1.ObjectReference
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	8,  // 0: sortie.hub.replication.v1.InventoryChange.upserted:type_name -> sortie.hub.v1.ObjectReference
+	8,  // 1: sortie.hub.replication.v1.InventoryChange.deleted:type_name -> sortie.hub.v1.ObjectReference
+	9,  // 2: sortie.hub.replication.v1.AgentRecord.connected_at:type_name -> google.protobuf.Timestamp
+	9,  // 3: sortie.hub.replication.v1.AgentRecord.last_heartbeat_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: sortie.hub.replication.v1.AgentEvent.type:type_name -> sortie.hub.replication.v1.AgentEvent.Type
+	3,  // 5: sortie.hub.replication.v1.AgentEvent.agent:type_name -> sortie.hub.replication.v1.AgentRecord
+	6,  // 6: sortie.hub.replication.v1.InstanceMessage.request:type_name -> sortie.hub.replication.v1.ForwardRequest
+	7,  // 7: sortie.hub.replication.v1.InstanceMessage.reply:type_name -> sortie.hub.replication.v1.ForwardReply
+	10, // 8: sortie.hub.replication.v1.ForwardRequest.command:type_name -> sortie.hub.v1.Command
+	11, // 9: sortie.hub.replication.v1.ForwardReply.result:type_name -> sortie.hub.v1.CommandResult
+	1,  // 10: sortie.hub.replication.v1.ForwardReply.error:type_name -> sortie.hub.replication.v1.ForwardReply.Error
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_sortie_hub_replication_v1_replication_proto_init() }
@@ -174,18 +861,23 @@ func file_sortie_hub_replication_v1_replication_proto_init() {
 	if File_sortie_hub_replication_v1_replication_proto != nil {
 		return
 	}
+	file_sortie_hub_replication_v1_replication_proto_msgTypes[3].OneofWrappers = []any{
+		(*InstanceMessage_Request)(nil),
+		(*InstanceMessage_Reply)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sortie_hub_replication_v1_replication_proto_rawDesc), len(file_sortie_hub_replication_v1_replication_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   1,
+			NumEnums:      2,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_sortie_hub_replication_v1_replication_proto_goTypes,
 		DependencyIndexes: file_sortie_hub_replication_v1_replication_proto_depIdxs,
+		EnumInfos:         file_sortie_hub_replication_v1_replication_proto_enumTypes,
 		MessageInfos:      file_sortie_hub_replication_v1_replication_proto_msgTypes,
 	}.Build()
 	File_sortie_hub_replication_v1_replication_proto = out.File
