@@ -97,7 +97,7 @@ return 1
 // Store is the Redis store. It implements store.Store and is safe for concurrent use; it
 // reconnects by itself after Redis comes back.
 type Store struct {
-	rdb               *redis.Client
+	rdb               redis.UniversalClient
 	createEnvironment *redis.Script
 	compareAndSet     *redis.Script
 	pipelines         pipelineScripts
@@ -112,29 +112,56 @@ var _ store.Store = (*Store)(nil)
 func Open(ctx context.Context, rawURL string) (*Store, error) {
 	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
-		// A *url.Error repeats the whole URL, password included; keep only the reason.
-		if uerr, ok := errors.AsType[*url.Error](err); ok {
-			err = uerr.Err
+		return nil, invalidURL(err)
+	}
+	setDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.MaxRetries, &opt.DialerRetries)
+	return open(ctx, redis.NewClient(opt))
+}
+
+// OpenCluster connects to the Redis Cluster whose nodes rawURL names:
+// redis://[user:password@]host:port?addr=host2:port2&addr=host3:port3, as accepted by
+// redis.ParseClusterURL. Every key of one tenant shares a hash slot, so every script and
+// conditional write runs on one node. It fails and recovers as Open does.
+func OpenCluster(ctx context.Context, rawURL string) (*Store, error) {
+	opt, err := redis.ParseClusterURL(rawURL)
+	if err != nil {
+		return nil, invalidURL(err)
+	}
+	setDefaults(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.MaxRetries, &opt.DialerRetries)
+	return open(ctx, redis.NewClusterClient(opt))
+}
+
+// invalidURL reports an unparsable Redis URL without repeating it: a *url.Error carries the
+// whole URL, password included.
+func invalidURL(err error) error {
+	if uerr, ok := errors.AsType[*url.Error](err); ok {
+		err = uerr.Err
+	}
+	return fmt.Errorf("invalid Redis URL: %w", err)
+}
+
+// setDefaults fills in the timeouts and retries the URL left unset.
+func setDefaults(dial, read, write *time.Duration, retries, dialRetries *int) {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{dial, dialTimeout}, {read, ioTimeout}, {write, ioTimeout}} {
+		if *d.v == 0 {
+			*d.v = d.def
 		}
-		return nil, fmt.Errorf("invalid Redis URL: %w", err)
 	}
-	if opt.DialTimeout == 0 {
-		opt.DialTimeout = dialTimeout
+	if *retries == 0 {
+		*retries = maxRetries
 	}
-	if opt.ReadTimeout == 0 {
-		opt.ReadTimeout = ioTimeout
+	if *dialRetries == 0 {
+		*dialRetries = dialAttempts
 	}
-	if opt.WriteTimeout == 0 {
-		opt.WriteTimeout = ioTimeout
-	}
-	if opt.MaxRetries == 0 {
-		opt.MaxRetries = maxRetries
-	}
-	if opt.DialerRetries == 0 {
-		opt.DialerRetries = dialAttempts
-	}
+}
+
+// open wraps a connected client in a Store.
+func open(ctx context.Context, rdb redis.UniversalClient) (*Store, error) {
 	s := &Store{
-		rdb:               redis.NewClient(opt),
+		rdb:               rdb,
 		createEnvironment: redis.NewScript(createEnvironmentScript),
 		compareAndSet:     redis.NewScript(compareAndSetScript),
 		pipelines:         newPipelineScripts(),

@@ -52,6 +52,33 @@ func TestConformance(t *testing.T) {
 	)
 }
 
+// TestClusterConformance runs the suite on a Redis Cluster of three masters, where a script
+// or transaction touching keys of two slots fails with CROSSSLOT.
+func TestClusterConformance(t *testing.T) {
+	t.Parallel()
+	openCluster := func(t *testing.T, url string) withURL {
+		t.Helper()
+		s, err := redisstore.OpenCluster(t.Context(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return withURL{s, url}
+	}
+	storetest.Run(t,
+		func(t *testing.T) store.Store {
+			return openCluster(t, redistest.NewCluster(t, 3).URL())
+		},
+		func(t *testing.T, old store.Store) store.Store {
+			url := old.(withURL).url
+			if err := old.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return openCluster(t, url)
+		},
+	)
+}
+
 func TestOutageAndRecovery(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -259,8 +286,8 @@ func TestKeyLayout(t *testing.T) {
 			"sortie:{o:acme}:environment_names",
 			"sortie:{o:acme}:environments",
 		},
-		"t:acme/prod":  {"sortie:{t:acme/prod}:credentials"},
-		"t:acme/dev":   {"sortie:{t:acme/dev}:credentials"},
+		"t:acme/prod": {"sortie:{t:acme/prod}:credentials"},
+		"t:acme/dev":  {"sortie:{t:acme/dev}:credentials"},
 		"t:x%7Dy/%7Bz": {
 			"sortie:{t:x%7Dy/%7Bz}:credentials",
 			"sortie:{t:x%7Dy/%7Bz}:lease:p1",

@@ -34,3 +34,20 @@ func TestStopStart(t *testing.T) {
 		t.Errorf("URL = %q, want %q", got, want)
 	}
 }
+
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, 3)
+	for _, addr := range c.Addrs() {
+		info, err := command(addr, "CLUSTER", "INFO")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_size:3") {
+			t.Errorf("%s: CLUSTER INFO = %q, want a healthy cluster of 3 masters", addr, info)
+		}
+	}
+	if got := c.URL(); !strings.HasPrefix(got, "redis://"+c.Addrs()[0]+"?addr="+c.Addrs()[1]+"&addr="+c.Addrs()[2]) {
+		t.Errorf("URL = %q", got)
+	}
+}
