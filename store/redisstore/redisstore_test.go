@@ -123,6 +123,20 @@ func TestOutageAndRecovery(t *testing.T) {
 					_, err := s.SetSettingIfAbsent(ctx, "bootstrap", []byte("done"))
 					return err
 				}},
+				{"CreatePipeline", func(ctx context.Context) error {
+					_, err := s.CreatePipeline(ctx, store.Pipeline{
+						ID: "p1", Tenant: store.Tenant{OrgID: "acme", EnvID: "prod"}, Application: "web", Status: store.StatusRunning,
+					}, store.RejectInProgress, nil)
+					return err
+				}},
+				{"AcquireLease", func(ctx context.Context) error {
+					_, err := s.AcquireLease(ctx, store.PipelineRef{Tenant: store.Tenant{OrgID: "acme", EnvID: "prod"}, ID: "p1"}, "r1", time.Now(), time.Second)
+					return err
+				}},
+				{"ListActivePipelines", func(ctx context.Context) error {
+					_, err := s.ListActivePipelines(ctx)
+					return err
+				}},
 			}
 			for _, c := range calls {
 				err := c.call(ctx)
