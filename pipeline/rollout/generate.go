@@ -1,14 +1,13 @@
 package rollout
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/util/validation"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -290,24 +288,75 @@ func durationString(d time.Duration) (string, error) {
 
 // parse splits one Document into its YAML documents and turns each into an item.
 func (g *generator) parse(d Document) {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(d.YAML)))
-	for n := 1; ; n++ {
-		chunk, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return
-		}
-		if err != nil {
-			g.problem(d.Source, "document %d: %v", n, err)
-			return
-		}
-		g.parseOne(d.Source, n, chunk)
+	chunks, err := splitDocuments(d.YAML)
+	if err != nil {
+		g.problem(d.Source, "%v", err)
+		return
+	}
+	for i, c := range chunks {
+		g.parseOne(d.Source, i+1, c)
 	}
 }
 
-func (g *generator) parseOne(src string, n int, chunk []byte) {
-	j, err := yaml.YAMLToJSONStrict(chunk)
+// chunk is one YAML document of a stream and the line of the stream it starts on.
+type chunk struct {
+	line int
+	data []byte
+}
+
+// splitDocuments splits a YAML stream at its "---" lines, as kubectl does: a separator may be
+// followed by a comment only, and no document is made of nothing between two separators.
+func splitDocuments(b []byte) ([]chunk, error) {
+	var (
+		out  []chunk
+		cur  chunk
+		line = 0
+	)
+	flush := func() {
+		if len(cur.data) > 0 {
+			out = append(out, cur)
+		}
+		cur = chunk{}
+	}
+	for len(b) > 0 {
+		line++
+		l := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			l, b = b[:i+1], b[i+1:]
+		} else {
+			b = nil
+		}
+		if rest, ok := bytes.CutPrefix(l, []byte("---")); ok {
+			rest = bytes.TrimSpace(rest)
+			if len(rest) > 0 && rest[0] != '#' {
+				return nil, fmt.Errorf("line %d: a document separator \"---\" must stand alone on its line", line)
+			}
+			flush()
+			continue
+		}
+		if len(cur.data) == 0 {
+			cur.line = line
+		}
+		cur.data = append(cur.data, l...)
+	}
+	flush()
+	return out, nil
+}
+
+// yamlLine finds the line number in a YAML parser's message.
+var yamlLine = regexp.MustCompile(`\bline (\d+)\b`)
+
+func (g *generator) parseOne(src string, n int, c chunk) {
+	j, err := yaml.YAMLToJSONStrict(c.data)
 	if err != nil {
-		g.problem(src, "document %d is not valid YAML: %v", n, err)
+		// The parser counts lines from the document's start; the user counts from the file's.
+		msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+		msg = strings.ReplaceAll(strings.ReplaceAll(msg, ":\n  ", ": "), "\n  ", "; ")
+		msg = yamlLine.ReplaceAllStringFunc(msg, func(m string) string {
+			k, _ := strconv.Atoi(yamlLine.FindStringSubmatch(m)[1])
+			return fmt.Sprintf("line %d", c.line+k-1)
+		})
+		g.problem(src, "document %d is not valid YAML: %s", n, msg)
 		return
 	}
 	var v any

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -415,7 +417,21 @@ spec:
 			in: with(func(in *rollout.Input) {
 				in.Documents = []rollout.Document{doc("app.yaml", deployment+"---\nkind: Service\nmetadata:\n  name: [web\n")}
 			}),
-			want: []rollout.Problem{{Source: "app.yaml", Message: "document 2 is not valid YAML: yaml: line 3: did not find expected ',' or ']'"}},
+			want: []rollout.Problem{{Source: "app.yaml", Message: "document 2 is not valid YAML: yaml: line 18: did not find expected ',' or ']'"}},
+		},
+		{
+			name: "documents count from 1, a leading separator and comment-only documents as the user sees them",
+			in: with(func(in *rollout.Input) {
+				in.Documents = []rollout.Document{doc("app.yaml", "---\n# just a comment\n---\r\n"+deployment+"--- # the service\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels: {a: b, a: c}\n")}
+			}),
+			want: []rollout.Problem{{Source: "app.yaml", Message: `document 3 is not valid YAML: yaml: unmarshal errors: line 24: key "a" already set in map`}},
+		},
+		{
+			name: "a separator followed by content",
+			in: with(func(in *rollout.Input) {
+				in.Documents = []rollout.Document{doc("app.yaml", deployment+"--- {kind: Service}\n")}
+			}),
+			want: []rollout.Problem{{Source: "app.yaml", Message: `line 15: a document separator "---" must stand alone on its line`}},
 		},
 		{
 			name: "a list, a scalar and missing fields, all at once",
@@ -570,4 +586,113 @@ func TestErrorMessage(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Errorf("err = %v, want %q", err, want)
 	}
+}
+
+// TestGenerateKeepsEveryTemplateLeaf checks the pod templates once more without the typed
+// structs: every value the user wrote under spec.template appears, at the same path, in the
+// Rollout's spec.template (quantities compared by value, "0.5" being "500m").
+func TestGenerateKeepsEveryTemplateLeaf(t *testing.T) {
+	t.Parallel()
+	entries, err := os.ReadDir(filepath.Join("testdata", "manifests"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves := 0
+	for _, e := range entries {
+		docs := readDocs(t, []string{e.Name()})
+		out, err := rollout.Generate(rollout.Input{
+			Application: "shop", PipelineID: pipelineID, Target: "prod-eu", Documents: docs, Canary: defaultCanary,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		templates := map[string]any{}
+		for _, o := range out.Objects {
+			if o.Ref.Kind == "Rollout" {
+				var m map[string]any
+				if err := json.Unmarshal(o.JSON, &m); err != nil {
+					t.Fatal(err)
+				}
+				templates[o.Ref.Name] = m["spec"].(map[string]any)["template"]
+			}
+		}
+		for _, chunk := range bytes.Split(docs[0].YAML, []byte("\n---\n")) {
+			var m map[string]any
+			if err := yaml.Unmarshal(chunk, &m); err != nil {
+				t.Fatal(err)
+			}
+			if m["kind"] != "Deployment" {
+				continue
+			}
+			name := m["metadata"].(map[string]any)["name"].(string)
+			want := m["spec"].(map[string]any)["template"]
+			walkLeaves(want, nil, func(path []any, v any) {
+				leaves++
+				got, ok := lookup(templates[name], path)
+				if !ok {
+					t.Errorf("%s: Rollout %s lost spec.template%v (%v)", e.Name(), name, path, v)
+					return
+				}
+				if !sameLeaf(v, got) {
+					t.Errorf("%s: Rollout %s has spec.template%v = %v, the Deployment %v", e.Name(), name, path, got, v)
+				}
+			})
+		}
+	}
+	if leaves < 200 {
+		t.Fatalf("checked %d template values; the corpus is not being read", leaves)
+	}
+}
+
+// walkLeaves calls f with the path (map keys and list indexes) of every scalar under v.
+func walkLeaves(v any, path []any, f func(path []any, v any)) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, c := range v {
+			walkLeaves(c, append(slices.Clip(path), k), f)
+		}
+	case []any:
+		for i, c := range v {
+			walkLeaves(c, append(slices.Clip(path), i), f)
+		}
+	case nil: // creationTimestamp: null and the like say nothing
+	default:
+		f(path, v)
+	}
+}
+
+// lookup follows a path written by walkLeaves.
+func lookup(v any, path []any) (any, bool) {
+	for _, p := range path {
+		switch p := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil, false
+			}
+			if v, ok = m[p]; !ok {
+				return nil, false
+			}
+		case int:
+			l, ok := v.([]any)
+			if !ok || p >= len(l) {
+				return nil, false
+			}
+			v = l[p]
+		}
+	}
+	return v, true
+}
+
+func sameLeaf(want, got any) bool {
+	if cmp.Equal(want, got) {
+		return true
+	}
+	ws, gs := fmt.Sprint(want), fmt.Sprint(got)
+	if ws == gs {
+		return true // 3 and 3.0, as the two decoders write numbers
+	}
+	wq, err1 := resource.ParseQuantity(ws)
+	gq, err2 := resource.ParseQuantity(gs)
+	return err1 == nil && err2 == nil && wq.Cmp(gq) == 0
 }

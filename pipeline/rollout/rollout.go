@@ -48,9 +48,11 @@
 //     ServiceAccounts, ConfigMaps, Secrets and Services, then everything else, and Rollouts
 //     (generated or passed through) last; the order within a class is the input order.
 //
-// A Document holds one YAML or JSON document; a document stream separated by "---" lines is
-// split too. Empty documents are skipped. Errors name the document by its source and its
-// position counted from 1 in that source, empty documents included.
+// A Document holds one YAML or JSON document; a stream of documents separated by "---" lines
+// is split as kubectl splits it. Documents holding only comments are skipped. Errors name a
+// document by its source and its position in that source counted from 1 (a comment-only
+// document counts, nothing between two separators does not), and YAML syntax errors give the
+// line in the source.
 //
 // # Reading Rollouts
 //
