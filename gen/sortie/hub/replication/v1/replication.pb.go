@@ -474,34 +474,37 @@ func (x *AgentEvent) GetAgent() *AgentRecord {
 	return nil
 }
 
-// InstanceMessage travels on one replica's own channel.
-type InstanceMessage struct {
+// Envelope is one message between replicas: broadcast to all of them (inventory changes,
+// agent events) or sent to one (forwarded commands and their replies).
+type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// message is a forwarded command or the reply to one.
+	// message is what the envelope carries.
 	//
 	// Types that are valid to be assigned to Message:
 	//
-	//	*InstanceMessage_Request
-	//	*InstanceMessage_Reply
-	Message       isInstanceMessage_Message `protobuf_oneof:"message"`
+	//	*Envelope_InventoryChange
+	//	*Envelope_AgentEvent
+	//	*Envelope_ForwardRequest
+	//	*Envelope_ForwardReply
+	Message       isEnvelope_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *InstanceMessage) Reset() {
-	*x = InstanceMessage{}
+func (x *Envelope) Reset() {
+	*x = Envelope{}
 	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *InstanceMessage) String() string {
+func (x *Envelope) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*InstanceMessage) ProtoMessage() {}
+func (*Envelope) ProtoMessage() {}
 
-func (x *InstanceMessage) ProtoReflect() protoreflect.Message {
+func (x *Envelope) ProtoReflect() protoreflect.Message {
 	mi := &file_sortie_hub_replication_v1_replication_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -513,53 +516,85 @@ func (x *InstanceMessage) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use InstanceMessage.ProtoReflect.Descriptor instead.
-func (*InstanceMessage) Descriptor() ([]byte, []int) {
+// Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
+func (*Envelope) Descriptor() ([]byte, []int) {
 	return file_sortie_hub_replication_v1_replication_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *InstanceMessage) GetMessage() isInstanceMessage_Message {
+func (x *Envelope) GetMessage() isEnvelope_Message {
 	if x != nil {
 		return x.Message
 	}
 	return nil
 }
 
-func (x *InstanceMessage) GetRequest() *ForwardRequest {
+func (x *Envelope) GetInventoryChange() *InventoryChange {
 	if x != nil {
-		if x, ok := x.Message.(*InstanceMessage_Request); ok {
-			return x.Request
+		if x, ok := x.Message.(*Envelope_InventoryChange); ok {
+			return x.InventoryChange
 		}
 	}
 	return nil
 }
 
-func (x *InstanceMessage) GetReply() *ForwardReply {
+func (x *Envelope) GetAgentEvent() *AgentEvent {
 	if x != nil {
-		if x, ok := x.Message.(*InstanceMessage_Reply); ok {
-			return x.Reply
+		if x, ok := x.Message.(*Envelope_AgentEvent); ok {
+			return x.AgentEvent
 		}
 	}
 	return nil
 }
 
-type isInstanceMessage_Message interface {
-	isInstanceMessage_Message()
+func (x *Envelope) GetForwardRequest() *ForwardRequest {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_ForwardRequest); ok {
+			return x.ForwardRequest
+		}
+	}
+	return nil
 }
 
-type InstanceMessage_Request struct {
-	// request asks the replica to run a command on a stream it holds.
-	Request *ForwardRequest `protobuf:"bytes,1,opt,name=request,proto3,oneof"`
+func (x *Envelope) GetForwardReply() *ForwardReply {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_ForwardReply); ok {
+			return x.ForwardReply
+		}
+	}
+	return nil
 }
 
-type InstanceMessage_Reply struct {
-	// reply returns the outcome of a request.
-	Reply *ForwardReply `protobuf:"bytes,2,opt,name=reply,proto3,oneof"`
+type isEnvelope_Message interface {
+	isEnvelope_Message()
 }
 
-func (*InstanceMessage_Request) isInstanceMessage_Message() {}
+type Envelope_InventoryChange struct {
+	// inventory_change is broadcast.
+	InventoryChange *InventoryChange `protobuf:"bytes,1,opt,name=inventory_change,json=inventoryChange,proto3,oneof"`
+}
 
-func (*InstanceMessage_Reply) isInstanceMessage_Message() {}
+type Envelope_AgentEvent struct {
+	// agent_event is broadcast.
+	AgentEvent *AgentEvent `protobuf:"bytes,2,opt,name=agent_event,json=agentEvent,proto3,oneof"`
+}
+
+type Envelope_ForwardRequest struct {
+	// forward_request asks one replica to run a command on a stream it holds.
+	ForwardRequest *ForwardRequest `protobuf:"bytes,3,opt,name=forward_request,json=forwardRequest,proto3,oneof"`
+}
+
+type Envelope_ForwardReply struct {
+	// forward_reply returns the outcome of a request to the replica that sent it.
+	ForwardReply *ForwardReply `protobuf:"bytes,4,opt,name=forward_reply,json=forwardReply,proto3,oneof"`
+}
+
+func (*Envelope_InventoryChange) isEnvelope_Message() {}
+
+func (*Envelope_AgentEvent) isEnvelope_Message() {}
+
+func (*Envelope_ForwardRequest) isEnvelope_Message() {}
+
+func (*Envelope_ForwardReply) isEnvelope_Message() {}
 
 // ForwardRequest is a command for an agent held by the receiving replica.
 type ForwardRequest struct {
@@ -781,10 +816,13 @@ const file_sortie_hub_replication_v1_replication_proto_rawDesc = "" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eTYPE_CONNECTED\x10\x01\x12\x15\n" +
-	"\x11TYPE_DISCONNECTED\x10\x02\"\xa4\x01\n" +
-	"\x0fInstanceMessage\x12E\n" +
-	"\arequest\x18\x01 \x01(\v2).sortie.hub.replication.v1.ForwardRequestH\x00R\arequest\x12?\n" +
-	"\x05reply\x18\x02 \x01(\v2'.sortie.hub.replication.v1.ForwardReplyH\x00R\x05replyB\t\n" +
+	"\x11TYPE_DISCONNECTED\x10\x02\"\xde\x02\n" +
+	"\bEnvelope\x12W\n" +
+	"\x10inventory_change\x18\x01 \x01(\v2*.sortie.hub.replication.v1.InventoryChangeH\x00R\x0finventoryChange\x12H\n" +
+	"\vagent_event\x18\x02 \x01(\v2%.sortie.hub.replication.v1.AgentEventH\x00R\n" +
+	"agentEvent\x12T\n" +
+	"\x0fforward_request\x18\x03 \x01(\v2).sortie.hub.replication.v1.ForwardRequestH\x00R\x0eforwardRequest\x12N\n" +
+	"\rforward_reply\x18\x04 \x01(\v2'.sortie.hub.replication.v1.ForwardReplyH\x00R\fforwardReplyB\t\n" +
 	"\amessage\"\xc5\x01\n" +
 	"\x0eForwardRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
@@ -829,7 +867,7 @@ var file_sortie_hub_replication_v1_replication_proto_goTypes = []any{
 	(*InventoryChange)(nil),       // 2: sortie.hub.replication.v1.InventoryChange
 	(*AgentRecord)(nil),           // 3: sortie.hub.replication.v1.AgentRecord
 	(*AgentEvent)(nil),            // 4: sortie.hub.replication.v1.AgentEvent
-	(*InstanceMessage)(nil),       // 5: sortie.hub.replication.v1.InstanceMessage
+	(*Envelope)(nil),              // 5: sortie.hub.replication.v1.Envelope
 	(*ForwardRequest)(nil),        // 6: sortie.hub.replication.v1.ForwardRequest
 	(*ForwardReply)(nil),          // 7: sortie.hub.replication.v1.ForwardReply
 	(*v1.ObjectReference)(nil),    // 8: sortie.hub.v1.ObjectReference
@@ -844,16 +882,18 @@ var file_sortie_hub_replication_v1_replication_proto_depIdxs = []int32{
 	9,  // 3: sortie.hub.replication.v1.AgentRecord.last_heartbeat_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: sortie.hub.replication.v1.AgentEvent.type:type_name -> sortie.hub.replication.v1.AgentEvent.Type
 	3,  // 5: sortie.hub.replication.v1.AgentEvent.agent:type_name -> sortie.hub.replication.v1.AgentRecord
-	6,  // 6: sortie.hub.replication.v1.InstanceMessage.request:type_name -> sortie.hub.replication.v1.ForwardRequest
-	7,  // 7: sortie.hub.replication.v1.InstanceMessage.reply:type_name -> sortie.hub.replication.v1.ForwardReply
-	10, // 8: sortie.hub.replication.v1.ForwardRequest.command:type_name -> sortie.hub.v1.Command
-	11, // 9: sortie.hub.replication.v1.ForwardReply.result:type_name -> sortie.hub.v1.CommandResult
-	1,  // 10: sortie.hub.replication.v1.ForwardReply.error:type_name -> sortie.hub.replication.v1.ForwardReply.Error
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	2,  // 6: sortie.hub.replication.v1.Envelope.inventory_change:type_name -> sortie.hub.replication.v1.InventoryChange
+	4,  // 7: sortie.hub.replication.v1.Envelope.agent_event:type_name -> sortie.hub.replication.v1.AgentEvent
+	6,  // 8: sortie.hub.replication.v1.Envelope.forward_request:type_name -> sortie.hub.replication.v1.ForwardRequest
+	7,  // 9: sortie.hub.replication.v1.Envelope.forward_reply:type_name -> sortie.hub.replication.v1.ForwardReply
+	10, // 10: sortie.hub.replication.v1.ForwardRequest.command:type_name -> sortie.hub.v1.Command
+	11, // 11: sortie.hub.replication.v1.ForwardReply.result:type_name -> sortie.hub.v1.CommandResult
+	1,  // 12: sortie.hub.replication.v1.ForwardReply.error:type_name -> sortie.hub.replication.v1.ForwardReply.Error
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_sortie_hub_replication_v1_replication_proto_init() }
@@ -862,8 +902,10 @@ func file_sortie_hub_replication_v1_replication_proto_init() {
 		return
 	}
 	file_sortie_hub_replication_v1_replication_proto_msgTypes[3].OneofWrappers = []any{
-		(*InstanceMessage_Request)(nil),
-		(*InstanceMessage_Reply)(nil),
+		(*Envelope_InventoryChange)(nil),
+		(*Envelope_AgentEvent)(nil),
+		(*Envelope_ForwardRequest)(nil),
+		(*Envelope_ForwardReply)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1,0 +1,122 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	replicationv1 "github.com/sortie-dev/sortie/gen/sortie/hub/replication/v1"
+)
+
+// BroadcastChannel carries the broadcasts between replicas.
+const BroadcastChannel = "sortie:hub:replicas"
+
+// InstanceChannel carries the messages to one replica.
+func InstanceChannel(instance string) string { return "sortie:hub:instance:" + instance }
+
+// Redis is a Bus over Redis pub/sub: Envelopes in protobuf on BroadcastChannel and on each
+// replica's InstanceChannel.
+type Redis struct {
+	log *slog.Logger
+	rdb redis.UniversalClient
+}
+
+// NewRedis returns a bus over rdb.
+func NewRedis(log *slog.Logger, rdb redis.UniversalClient) *Redis {
+	return &Redis{log: log, rdb: rdb}
+}
+
+// unavailableError wraps a Redis failure without repeating its text (which may name the
+// server).
+type unavailableError struct {
+	op    string
+	cause error
+}
+
+func (e *unavailableError) Error() string   { return e.op + ": " + ErrUnavailable.Error() }
+func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.cause} }
+
+func (b *Redis) publish(ctx context.Context, op, channel string, m *replicationv1.Envelope) (int64, error) {
+	body, err := proto.Marshal(m)
+	if err != nil {
+		return 0, fmt.Errorf("%s: encode: %w", op, err)
+	}
+	n, err := b.rdb.Publish(ctx, channel, body).Result()
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return 0, fmt.Errorf("%s: %w", op, cerr)
+		}
+		return 0, &unavailableError{op: op, cause: err}
+	}
+	return n, nil
+}
+
+// Broadcast implements Bus.
+func (b *Redis) Broadcast(ctx context.Context, m *replicationv1.Envelope) error {
+	_, err := b.publish(ctx, "broadcast", BroadcastChannel, m)
+	return err
+}
+
+// Send implements Bus.
+func (b *Redis) Send(ctx context.Context, instance string, m *replicationv1.Envelope) (bool, error) {
+	n, err := b.publish(ctx, "send to replica", InstanceChannel(instance), m)
+	return n > 0, err
+}
+
+// Listen implements Bus. It retries a broken subscription with backoff until ctx ends.
+func (b *Redis) Listen(ctx context.Context, instance string, l Listener) {
+	ps := b.rdb.Subscribe(ctx, BroadcastChannel, InstanceChannel(instance))
+	// A blocked Receive does not watch ctx; closing the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
+	defer ps.Close()
+	// established: the current connection's subscription was confirmed; ready: Ready ran
+	// once; failing: the last Receive failed (log once per outage).
+	established, ready, failing := false, false, false
+	backoff := 50 * time.Millisecond
+	for {
+		msg, err := ps.Receive(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			established = false
+			if !failing {
+				b.log.Warn("Redis subscription of the replica bus failed; retrying", "err", err)
+				failing = true
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		if failing {
+			b.log.Info("Redis subscription of the replica bus restored")
+			failing = false
+		}
+		backoff = 50 * time.Millisecond
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			// One confirmation per channel; Ready once per connection.
+			if !established {
+				established = true
+				l.Ready(ready)
+				ready = true
+			}
+		case *redis.Message:
+			var env replicationv1.Envelope
+			if err := proto.Unmarshal([]byte(m.Payload), &env); err != nil {
+				b.log.Warn("ignoring an unreadable message on the replica bus", "channel", m.Channel, "err", err)
+				continue
+			}
+			l.Message(&env)
+		}
+	}
+}
