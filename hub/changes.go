@@ -4,9 +4,6 @@ import (
 	"context"
 	"sync"
 
-	"github.com/redis/go-redis/v9"
-	"google.golang.org/protobuf/proto"
-
 	replicationv1 "github.com/sortie-dev/sortie/gen/sortie/hub/replication/v1"
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/store"
@@ -14,9 +11,6 @@ import (
 
 // DefaultSubscriptionInbox is the inbox of a Subscription asked for with inbox <= 0.
 const DefaultSubscriptionInbox = 256
-
-// changesChannel carries InventoryChanges between replicas.
-const changesChannel = "sortie:hub:changes"
 
 // Change is one change of an account's cached inventory, as Hub.Subscribe delivers it.
 //
@@ -202,32 +196,20 @@ func (h *Hub) changed(k agentKey, resync bool, upserted, deleted []*hubv1.Object
 		return
 	}
 	h.fanOut(k.tenant, k.agent, changes)
-	if h.rdb == nil {
-		return
-	}
-	body, err := proto.Marshal(&replicationv1.InventoryChange{
-		Origin: h.id, OrgId: k.tenant.OrgID, EnvId: k.tenant.EnvID, Account: k.agent,
-		Resync: resync, Upserted: upserted, Deleted: deleted,
-	})
-	if err != nil {
-		h.log.Warn("encoding an inventory change failed", "tenant", k.tenant.String(), "agent", k.agent, "err", err)
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 	defer cancel()
-	if err := h.rdb.Publish(ctx, changesChannel, body).Err(); err != nil {
+	err := h.bus.Broadcast(ctx, &replicationv1.Envelope{Message: &replicationv1.Envelope_InventoryChange{InventoryChange: &replicationv1.InventoryChange{
+		Origin: h.id, OrgId: k.tenant.OrgID, EnvId: k.tenant.EnvID, Account: k.agent,
+		Resync: resync, Upserted: upserted, Deleted: deleted,
+	}}})
+	if err != nil {
 		h.log.Warn("publishing an inventory change failed; subscribers on other replicas miss it",
 			"tenant", k.tenant.String(), "agent", k.agent, "err", err)
 	}
 }
 
 // onChange fans out an InventoryChange another replica published.
-func (h *Hub) onChange(m *redis.Message) {
-	var c replicationv1.InventoryChange
-	if err := proto.Unmarshal([]byte(m.Payload), &c); err != nil {
-		h.log.Warn("ignoring an unreadable inventory change from another replica", "err", err)
-		return
-	}
+func (h *Hub) onChange(c *replicationv1.InventoryChange) {
 	if c.Origin == h.id || !ValidIdentifier(c.Account) {
 		return
 	}

@@ -47,14 +47,15 @@
 //	sortie:{t:<org>/<env>}:hub:inventory:<agent>      hash object key -> hubv1.Resource (protobuf)
 //	sortie:{t:<org>/<env>}:hub:reconnecting:<agent>   marker, TTL 3 intervals: the agent was told to reconnect
 //
-// A command for an agent held only by another replica is published on that replica's
-// channel sortie:hub:instance:<hub instance uuid>; the replica runs it like a local Send and
-// publishes the result back on the sender's channel. Connect and disconnect events travel on
-// sortie:hub:events for [Hub.WatchAgents]. Each inventory change is published, after it is
-// written to Redis, on sortie:hub:changes as a sortie.hub.replication.v1.InventoryChange
-// (protobuf) by the replica that accepted it; every other replica hands it to its
-// subscribers. A replica whose Redis subscription broke gives each of its subscribers a
-// Resync once it is back, since what was published meanwhile is lost.
+// Replicas talk through the bus of hub/internal/bus: sortie.hub.replication.v1.Envelope
+// messages (protobuf) over Redis pub/sub, broadcast on sortie:hub:replicas or sent to one
+// replica on sortie:hub:instance:<hub instance uuid>. A command for an agent held only by
+// another replica is sent to that replica, which runs it like a local Send and sends the
+// result back (ForwardRequest, ForwardReply). Connect and disconnect events (AgentEvent, for
+// [Hub.WatchAgents]) and inventory changes (InventoryChange, after the change is written to
+// Redis, for [Hub.Subscribe]) are broadcast by the replica that saw them. A replica whose
+// Redis subscription broke retries the commands waiting for an agent and gives each of its
+// subscribers a Resync once it is back, since what was published meanwhile is lost.
 package hub
 
 import (
@@ -75,6 +76,7 @@ import (
 	replicationv1 "github.com/sortie-dev/sortie/gen/sortie/hub/replication/v1"
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
+	"github.com/sortie-dev/sortie/hub/internal/bus"
 	"github.com/sortie-dev/sortie/store"
 )
 
@@ -251,11 +253,13 @@ type Hub struct {
 	now          func() time.Time
 	id           string
 	rdb          redis.UniversalClient
+	bus          bus.Bus // messages between replicas: over Redis, or in memory with this replica alone
 	m            *metrics
 	helloTimeout time.Duration
 
-	ready chan struct{} // closed once Redis subscriptions are live (at once without Redis)
-	done  chan struct{} // closed when shutdown starts
+	ready     chan struct{} // closed once the bus delivers (at once without Redis)
+	readyOnce sync.Once
+	done      chan struct{} // closed when shutdown starts
 
 	streamsWG sync.WaitGroup // Connect handlers past the Hello
 	readersWG sync.WaitGroup // per-stream reader goroutines; they end after their handler
@@ -300,7 +304,10 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 	}
 	h.m = newMetrics(cfg.Registerer)
 	if h.rdb == nil {
-		close(h.ready)
+		h.bus = bus.NewMemory()
+		h.readyOnce.Do(func() { close(h.ready) })
+	} else {
+		h.bus = bus.NewRedis(log, h.rdb)
 	}
 	return h
 }
@@ -353,8 +360,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	defer stopBackground()
 	g, gctx := errgroup.WithContext(bg)
 	g.Go(func() error { h.sweepLoop(gctx); return nil })
+	g.Go(func() error { h.bus.Listen(gctx, h.id, busListener{h}); return nil })
 	if h.rdb != nil {
-		g.Go(func() error { h.subscribeLoop(gctx); return nil })
 		g.Go(func() error { h.refreshLoop(gctx); return nil })
 	}
 	<-ctx.Done()

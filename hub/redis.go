@@ -25,11 +25,6 @@ const redisTimeout = 2 * time.Second
 // inventoryBatch is how many objects go into one HSET.
 const inventoryBatch = 500
 
-// eventsChannel carries AgentEvents between replicas.
-const eventsChannel = "sortie:hub:events"
-
-func instanceChannel(id string) string { return "sortie:hub:instance:" + id }
-
 // tenantPrefix starts every hub key of a tenant; the hash tag keeps a tenant's keys in one
 // Redis Cluster slot. Ids are path-escaped so none can leave the tag.
 func tenantPrefix(t store.Tenant) string {
@@ -114,8 +109,8 @@ func (h *Hub) removePresence(k agentKey, a Agent, expectBack bool) {
 }
 
 func (h *Hub) publishEvent(ctx context.Context, t store.Tenant, ev AgentEvent) {
-	msg, _ := proto.Marshal(&replicationv1.AgentEvent{Origin: h.id, Type: eventType(ev.Type), Agent: agentRecord(ev.Agent)})
-	if err := h.rdb.Publish(ctx, eventsChannel, msg).Err(); err != nil {
+	msg := &replicationv1.AgentEvent{Origin: h.id, Type: eventType(ev.Type), Agent: agentRecord(ev.Agent)}
+	if err := h.bus.Broadcast(ctx, &replicationv1.Envelope{Message: &replicationv1.Envelope_AgentEvent{AgentEvent: msg}}); err != nil {
 		h.log.Debug("publishing an agent event failed", "tenant", t.String(), "err", err)
 	}
 }
@@ -459,10 +454,7 @@ func (h *Hub) forward(ctx context.Context, p *pending) (*hubv1.CommandResult, er
 			OrgId: p.agent.tenant.OrgID, EnvId: p.agent.tenant.EnvID, Agent: p.agent.agent,
 			Command: p.cmd, Hops: int32(p.hops + 1),
 		}
-		body, err := proto.Marshal(&replicationv1.InstanceMessage{Message: &replicationv1.InstanceMessage_Request{Request: req}})
-		if err != nil {
-			return nil, fmt.Errorf("encode command: %w", err)
-		}
+		body := &replicationv1.Envelope{Message: &replicationv1.Envelope_ForwardRequest{ForwardRequest: req}}
 		replies := make(chan *replicationv1.ForwardReply, 1)
 		h.mu.Lock()
 		h.forwards[req.Id] = replies
@@ -482,11 +474,11 @@ func (h *Hub) forward(ctx context.Context, p *pending) (*hubv1.CommandResult, er
 // the replica does not (or no longer) hold the agent, so the next one should be tried. From
 // the publication on, errors are ErrOutcomeUnknown unless the replica says it never wrote
 // the command to a stream.
-func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body []byte, replies <-chan *replicationv1.ForwardReply) (*hubv1.CommandResult, error, bool) {
+func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body *replicationv1.Envelope, replies <-chan *replicationv1.ForwardReply) (*hubv1.CommandResult, error, bool) {
 	h.mu.Lock()
 	p.remote = true
 	h.mu.Unlock()
-	n, err := h.rdb.Publish(ctx, instanceChannel(hub), body).Result()
+	delivered, err := h.bus.Send(ctx, hub, body)
 	if err != nil {
 		// Redis may have passed it on before failing.
 		if ctx.Err() != nil {
@@ -494,7 +486,7 @@ func (h *Hub) awaitForward(ctx context.Context, p *pending, hub, id string, body
 		}
 		return nil, outcomeUnknown(unavailable(ctx, "forward command", err)), false
 	}
-	if n == 0 {
+	if !delivered {
 		// That replica is gone; its presence has not expired yet.
 		h.notRemote(p)
 		return nil, nil, true
@@ -544,104 +536,64 @@ func (h *Hub) notRemote(p *pending) {
 	p.remote = false
 }
 
-// subscribeLoop serves this replica's Redis subscriptions until ctx ends.
-func (h *Hub) subscribeLoop(ctx context.Context) {
-	ps := h.rdb.Subscribe(ctx, eventsChannel, changesChannel, instanceChannel(h.id))
-	// A blocked Receive does not watch ctx; closing the subscription ends it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer stop()
-	defer ps.Close()
-	// missed is set when the subscription broke: messages published meanwhile are lost.
-	ready, failing, missed := false, false, false
-	backoff := 50 * time.Millisecond
-	for {
-		msg, err := ps.Receive(ctx)
-		if ctx.Err() != nil {
-			return
+// busListener handles what other replicas send this one.
+type busListener struct{ h *Hub }
+
+// Ready implements bus.Listener.
+func (l busListener) Ready(resumed bool) {
+	h := l.h
+	h.readyOnce.Do(func() { close(h.ready) })
+	if resumed {
+		// Messages may have been lost: connect events (retry the waiting commands) and
+		// inventory changes (subscribers must re-read).
+		h.retryParked(func(agentKey) bool { return true })
+		h.resyncAll()
+	}
+}
+
+// Message implements bus.Listener.
+func (l busListener) Message(env *replicationv1.Envelope) {
+	h := l.h
+	switch x := env.Message.(type) {
+	case *replicationv1.Envelope_InventoryChange:
+		h.onChange(x.InventoryChange)
+	case *replicationv1.Envelope_AgentEvent:
+		h.onEvent(x.AgentEvent)
+	case *replicationv1.Envelope_ForwardRequest:
+		req := x.ForwardRequest
+		if !h.spawn(&h.wg, func() { h.serveForward(req) }) {
+			h.reply(req, &replicationv1.ForwardReply{Id: req.Id, Error: replicationv1.ForwardReply_ERROR_NOT_CONNECTED})
 		}
-		if err != nil {
-			missed = ready
-			if !failing {
-				h.log.Warn("Redis subscription failed; retrying (commands for agents on other replicas fail meanwhile)", "err", err)
-				failing = true
-			}
+	case *replicationv1.Envelope_ForwardReply:
+		h.mu.Lock()
+		ch := h.forwards[x.ForwardReply.Id]
+		h.mu.Unlock()
+		if ch != nil {
 			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
+			case ch <- x.ForwardReply:
+			default:
 			}
-			backoff = min(2*backoff, 2*time.Second)
-			continue
-		}
-		if failing {
-			h.log.Info("Redis subscription restored")
-			failing = false
-		}
-		backoff = 50 * time.Millisecond
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if !ready {
-				ready = true
-				close(h.ready)
-			} else {
-				// Resubscribed after an outage: events may have been missed.
-				h.retryParked(func(agentKey) bool { return true })
-			}
-			if missed {
-				// Once per outage, not once per channel resubscribed.
-				missed = false
-				h.resyncAll()
-			}
-		case *redis.Message:
-			h.onMessage(m)
 		}
 	}
 }
 
-func (h *Hub) onMessage(m *redis.Message) {
-	switch m.Channel {
-	case changesChannel:
-		h.onChange(m)
-	case eventsChannel:
-		var msg replicationv1.AgentEvent
-		if err := proto.Unmarshal([]byte(m.Payload), &msg); err != nil || msg.Origin == h.id || msg.Agent == nil {
-			return
-		}
-		ev := AgentEvent{Type: agentEventType(msg.Type), Agent: agentFrom(msg.Agent)}
-		if ev.Type == 0 {
-			return
-		}
-		t := store.Tenant{OrgID: ev.Agent.OrgID, EnvID: ev.Agent.EnvID}
-		h.mu.Lock()
-		h.notifyLocked(t, ev)
-		h.mu.Unlock()
-		if ev.Type == AgentConnected {
-			k := agentKey{tenant: t, agent: ev.Agent.AgentIdentifier}
-			h.retryParked(func(x agentKey) bool { return x == k })
-		}
-	case instanceChannel(h.id):
-		var im replicationv1.InstanceMessage
-		if err := proto.Unmarshal([]byte(m.Payload), &im); err != nil {
-			h.log.Warn("ignoring an unreadable message from another replica", "err", err)
-			return
-		}
-		switch x := im.Message.(type) {
-		case *replicationv1.InstanceMessage_Request:
-			req := x.Request
-			if !h.spawn(&h.wg, func() { h.serveForward(req) }) {
-				h.reply(req, &replicationv1.ForwardReply{Id: req.Id, Error: replicationv1.ForwardReply_ERROR_NOT_CONNECTED})
-			}
-		case *replicationv1.InstanceMessage_Reply:
-			h.mu.Lock()
-			ch := h.forwards[x.Reply.Id]
-			h.mu.Unlock()
-			if ch != nil {
-				select {
-				case ch <- x.Reply:
-				default:
-				}
-			}
-		}
+// onEvent passes an agent event of another replica to this one's watchers, and retries the
+// commands waiting for an agent that connected.
+func (h *Hub) onEvent(msg *replicationv1.AgentEvent) {
+	if msg.Origin == h.id || msg.Agent == nil {
+		return
+	}
+	ev := AgentEvent{Type: agentEventType(msg.Type), Agent: agentFrom(msg.Agent)}
+	if ev.Type == 0 {
+		return
+	}
+	t := store.Tenant{OrgID: ev.Agent.OrgID, EnvID: ev.Agent.EnvID}
+	h.mu.Lock()
+	h.notifyLocked(t, ev)
+	h.mu.Unlock()
+	if ev.Type == AgentConnected {
+		k := agentKey{tenant: t, agent: ev.Agent.AgentIdentifier}
+		h.retryParked(func(x agentKey) bool { return x == k })
 	}
 }
 
@@ -698,12 +650,8 @@ func (h *Hub) serveForward(req *replicationv1.ForwardRequest) {
 func (h *Hub) reply(req *replicationv1.ForwardRequest, r *replicationv1.ForwardReply) {
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 	defer cancel()
-	body, err := proto.Marshal(&replicationv1.InstanceMessage{Message: &replicationv1.InstanceMessage_Reply{Reply: r}})
-	if err != nil {
-		h.log.Warn("encoding a forwarded command's result failed", "hub", req.ReplyTo, "err", err)
-		return
-	}
-	if err := h.rdb.Publish(ctx, instanceChannel(req.ReplyTo), body).Err(); err != nil {
+	body := &replicationv1.Envelope{Message: &replicationv1.Envelope_ForwardReply{ForwardReply: r}}
+	if _, err := h.bus.Send(ctx, req.ReplyTo, body); err != nil {
 		h.log.Warn("returning a forwarded command's result failed", "hub", req.ReplyTo, "err", err)
 	}
 }
