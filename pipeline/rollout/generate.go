@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -106,6 +107,7 @@ type item struct {
 	obj       map[string]any
 	rollout   *v1alpha1.Rollout
 	generated bool
+	body      []byte // the apply body, once encoded
 }
 
 type generator struct {
@@ -131,6 +133,9 @@ func Generate(in Input) (Output, error) {
 	g.checkBlueGreen()
 	g.checkDuplicates()
 	g.retargetAutoscalers()
+	for _, it := range g.items {
+		g.encode(it)
+	}
 	if len(g.problems) > 0 {
 		return Output{}, &Error{Problems: g.problems}
 	}
@@ -138,12 +143,7 @@ func Generate(in Input) (Output, error) {
 	slices.SortStableFunc(g.items, func(a, b *item) int { return int(a.class) - int(b.class) })
 	var out Output
 	for _, it := range g.items {
-		body, err := it.encode()
-		if err != nil {
-			// Only values decoded from JSON a moment ago are encoded here.
-			return Output{}, &Error{Problems: []Problem{{Source: it.src, Message: it.where + ": encode: " + err.Error()}}}
-		}
-		out.Objects = append(out.Objects, Object{Ref: it.ref, JSON: body})
+		out.Objects = append(out.Objects, Object{Ref: it.ref, JSON: it.body})
 		if it.generated {
 			out.Rollouts = append(out.Rollouts, it.ref)
 		}
@@ -661,14 +661,49 @@ func (it *item) describe() string {
 	return it.where
 }
 
-// encode writes the item's apply body.
-func (it *item) encode() ([]byte, error) {
+// encode writes the item's apply body. A generated Rollout's pod template must survive the
+// Rollout CRD's pruning: the CRD's schema is as old as the Kubernetes API argo-rollouts was
+// built with, and the API server silently drops fields it does not know.
+func (g *generator) encode(it *item) {
+	var err error
 	if it.rollout == nil {
-		return marshal(it.obj)
+		if it.body, err = marshal(it.obj); err != nil {
+			// Only values decoded from JSON a moment ago are encoded here.
+			g.problem(it.src, "%s: encode: %v", it.where, err)
+		}
+		return
 	}
 	// Through a map, to drop what a client must not apply: the empty status (the controller
 	// owns it) and the null creationTimestamps the typed structs write.
-	raw, err := json.Marshal(it.rollout)
+	m, err := toMap(it.rollout)
+	if err != nil {
+		g.problem(it.src, "%s: encode: %v", it.where, err)
+		return
+	}
+	delete(m, "status")
+	dropNullTimestamp(m, "metadata")
+	dropNullTimestamp(m, "spec", "template", "metadata")
+	tmpl, _, _ := unstructured.NestedFieldNoCopy(m, "spec", "template")
+	if lost := pruned(tmpl, podTemplateSchema(), "spec.template"); len(lost) > 0 {
+		slices.Sort(lost)
+		g.problem(it.src, "%s: the Argo Rollouts CRD (%s) does not know %s: the API server would drop %s from the Rollout; remove %s or wait for a Sortie built with a newer Argo Rollouts",
+			it.where, argoRolloutsVersion, strings.Join(lost, ", "), plural(len(lost), "it", "them"), plural(len(lost), "it", "them"))
+		return
+	}
+	if it.body, err = marshal(m); err != nil {
+		g.problem(it.src, "%s: encode: %v", it.where, err)
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func toMap(v any) (map[string]any, error) {
+	raw, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
@@ -676,10 +711,56 @@ func (it *item) encode() ([]byte, error) {
 	if err := utiljson.Unmarshal(raw, &m); err != nil {
 		return nil, err
 	}
-	delete(m, "status")
-	dropNullTimestamp(m, "metadata")
-	dropNullTimestamp(m, "spec", "template", "metadata")
-	return marshal(m)
+	return m, nil
+}
+
+// argoRolloutsVersion is the argo-rollouts version podtemplate-schema.json comes from.
+const argoRolloutsVersion = "v1.10"
+
+// podTemplateSchemaJSON is the structural schema of spec.template in the Rollout CRD of the
+// argo-rollouts version in go.mod, stripped to what pruning looks at (go generate writes it).
+//
+//go:embed podtemplate-schema.json
+var podTemplateSchemaJSON []byte
+
+var podTemplateSchema = sync.OnceValue(func() map[string]any {
+	var m map[string]any
+	if err := json.Unmarshal(podTemplateSchemaJSON, &m); err != nil {
+		panic("rollout: embedded podtemplate-schema.json: " + err.Error()) // a build defect
+	}
+	return m
+})
+
+// pruned lists the paths under v that a structural schema does not allow, as the API server
+// prunes a custom resource: unknown fields under properties go, unless
+// x-kubernetes-preserve-unknown-fields or additionalProperties lets them stay.
+func pruned(v any, schema map[string]any, path string) []string {
+	if keep, _ := schema["x-kubernetes-preserve-unknown-fields"].(bool); keep {
+		return nil
+	}
+	var out []string
+	switch v := v.(type) {
+	case map[string]any:
+		props, _ := schema["properties"].(map[string]any)
+		for k, c := range v {
+			if s, ok := props[k].(map[string]any); ok {
+				out = append(out, pruned(c, s, path+"."+k)...)
+			} else if ap, ok := schema["additionalProperties"].(map[string]any); ok {
+				out = append(out, pruned(c, ap, path+"."+k)...)
+			} else if ap, _ := schema["additionalProperties"].(bool); !ap {
+				out = append(out, path+"."+k)
+			}
+		}
+	case []any:
+		items, _ := schema["items"].(map[string]any)
+		for i, c := range v {
+			if items == nil {
+				return []string{path}
+			}
+			out = append(out, pruned(c, items, fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return out
 }
 
 func dropNullTimestamp(m map[string]any, path ...string) {

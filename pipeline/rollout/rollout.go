@@ -17,6 +17,10 @@
 //     strategy. Deployments are decoded strictly, as the API server does by default: a field
 //     the Kubernetes API does not know (a typo, or a field newer than this build) is an error,
 //     because re-encoding through the typed structs would silently drop it.
+//   - A pod template field the Rollout CRD's schema does not know is refused too: that
+//     schema is as old as the Kubernetes API argo-rollouts v1.10 was built with (1.34), and
+//     the API server silently prunes unknown fields from custom resources. The schema is
+//     embedded (podtemplate-schema.json, written by go generate from the module's CRD).
 //   - A Deployment with spec.paused: true is refused: a paused Rollout would never progress
 //     and the pipeline would wait forever.
 //   - ReplicaSets, bare Pods and Deployments of other API versions of the apps and extensions
@@ -61,6 +65,8 @@
 // CalculateRolloutPhase in argo-rollouts v1.10). PromotePatch, ResumePatch and AbortPatch are
 // the idempotent merge patches the engine sends to approve a pause and to abort.
 package rollout
+
+//go:generate go run schema_gen.go
 
 import (
 	"fmt"
