@@ -33,10 +33,48 @@ func NewCluster(t testing.TB, n int) *Cluster {
 	c := &Cluster{}
 	var firstPort, firstBus int
 	for i := range n {
-		port, bus := freePort(t), freePort(t)
+		port, bus := startNode(t, binary)
 		if i == 0 {
 			firstPort, firstBus = port, bus
 		}
+		c.addrs = append(c.addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	}
+	for i, addr := range c.addrs {
+		first, last := i*clusterSlots/n, (i+1)*clusterSlots/n-1
+		if _, err := command(addr, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(first), strconv.Itoa(last)); err != nil {
+			t.Fatalf("redistest: assign slots to %s: %v", addr, err)
+		}
+		if i > 0 {
+			if _, err := command(addr, "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(firstPort), strconv.Itoa(firstBus)); err != nil {
+				t.Fatalf("redistest: join %s to the cluster: %v", addr, err)
+			}
+		}
+	}
+	for _, addr := range c.addrs {
+		waitFor(t, func() error {
+			info, err := command(addr, "CLUSTER", "INFO")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", n)) {
+				return fmt.Errorf("cluster not ready: %s", strings.Fields(info)[0])
+			}
+			return nil
+		})
+	}
+	return c
+}
+
+// startAttempts bounds the retries of a node whose free port was taken before it bound it.
+const startAttempts = 5
+
+// startNode starts one cluster node, stopped when the test ends, and returns its client and
+// cluster bus ports. A node that finds its port taken exits, and another is started on new
+// ports; the node answering is known to be ours by its process id.
+func startNode(t testing.TB, binary string) (port, bus int) {
+	t.Helper()
+	for range startAttempts {
+		port, bus = freePort(t), freePort(t)
 		dir := t.TempDir()
 		logFile := filepath.Join(dir, "redis.log")
 		cmd := exec.Command(binary,
@@ -64,33 +102,26 @@ func NewCluster(t testing.TB, n int) *Cluster {
 			<-exited
 		})
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		c.addrs = append(c.addrs, addr)
-		waitFor(t, func() error { _, err := command(addr, "PING"); return err }, exited, logFile)
-	}
-	for i, addr := range c.addrs {
-		first, last := i*clusterSlots/n, (i+1)*clusterSlots/n-1
-		if _, err := command(addr, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(first), strconv.Itoa(last)); err != nil {
-			t.Fatalf("redistest: assign slots to %s: %v", addr, err)
+		ours := fmt.Sprintf("process_id:%d\r\n", cmd.Process.Pid)
+		deadline := time.Now().Add(readyTimeout)
+		for {
+			info, err := command(addr, "INFO", "server")
+			if err == nil && strings.Contains(info, ours) {
+				return port, bus
+			}
+			select {
+			case <-exited:
+			case <-time.After(20 * time.Millisecond):
+				if time.Now().After(deadline) {
+					t.Fatalf("redistest: cluster node not ready after %v: %v\n%s", readyTimeout, err, readLog(logFile))
+				}
+				continue
+			}
+			break // exited: its port was taken; try new ones
 		}
-		if i > 0 {
-			if _, err := command(addr, "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(firstPort), strconv.Itoa(firstBus)); err != nil {
-				t.Fatalf("redistest: join %s to the cluster: %v", addr, err)
-			}
-		}
 	}
-	for _, addr := range c.addrs {
-		waitFor(t, func() error {
-			info, err := command(addr, "CLUSTER", "INFO")
-			if err != nil {
-				return err
-			}
-			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", n)) {
-				return fmt.Errorf("cluster not ready: %s", strings.Fields(info)[0])
-			}
-			return nil
-		}, nil, "")
-	}
-	return c
+	t.Fatalf("redistest: no cluster node started in %d attempts", startAttempts)
+	return 0, 0
 }
 
 // Addrs returns the masters' addresses.
@@ -121,9 +152,8 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// waitFor polls check until it succeeds, failing the test after readyTimeout or once exited
-// (when not nil) is closed.
-func waitFor(t testing.TB, check func() error, exited <-chan struct{}, logFile string) {
+// waitFor polls check until it succeeds, failing the test after readyTimeout.
+func waitFor(t testing.TB, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(readyTimeout)
 	for {
@@ -131,11 +161,7 @@ func waitFor(t testing.TB, check func() error, exited <-chan struct{}, logFile s
 		if err == nil {
 			return
 		}
-		select {
-		case <-exited:
-			t.Fatalf("redistest: redis-server exited\n%s", readLog(logFile))
-		case <-time.After(20 * time.Millisecond):
-		}
+		time.Sleep(20 * time.Millisecond)
 		if time.Now().After(deadline) {
 			t.Fatalf("redistest: not ready after %v: %v", readyTimeout, err)
 		}
