@@ -509,7 +509,8 @@ func (s *Store) pipelineTenants(ctx context.Context) ([]store.Tenant, error) {
 	return ts, nil
 }
 
-// ListActivePipelines implements store.Pipelines: one HKEYS per tenant, pipelined.
+// ListActivePipelines implements store.Pipelines: one HKEYS per tenant, pipelined. Tenants
+// found without any pipeline leave the tenant set, as in DeletePipelinesCompletedBefore.
 func (s *Store) ListActivePipelines(ctx context.Context) ([]store.PipelineRef, error) {
 	op := "list active pipelines"
 	ts, err := s.pipelineTenants(ctx)
@@ -517,17 +518,24 @@ func (s *Store) ListActivePipelines(ctx context.Context) ([]store.PipelineRef, e
 		return nil, wrap(op, err)
 	}
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.StringSliceCmd, len(ts))
+	active := make([]*redis.StringSliceCmd, len(ts))
+	stored := make([]*redis.IntCmd, len(ts))
 	for i, t := range ts {
-		cmds[i] = pipe.HKeys(ctx, activeKey(t))
+		active[i] = pipe.HKeys(ctx, activeKey(t))
+		stored[i] = pipe.HLen(ctx, recordsKey(t))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, wrap(op, err)
 	}
 	var refs []store.PipelineRef
-	for i, c := range cmds {
+	for i, c := range active {
 		for _, id := range c.Val() {
 			refs = append(refs, store.PipelineRef{Tenant: ts[i], ID: id})
+		}
+		if stored[i].Val() == 0 {
+			if err := s.dropTenantIfEmpty(ctx, ts[i]); err != nil {
+				return nil, wrap(op, err)
+			}
 		}
 	}
 	return refs, nil

@@ -34,7 +34,8 @@
 // lease is a hash rather than JSON so scripts compare its fields; its expiry is in
 // microseconds, which Lua's numbers hold exactly. The one cross-tenant key,
 // sortie:pipeline_tenants, is written separately: CreatePipeline adds its tenant before and
-// after the tenant's script, and the retention prune drops tenants it has emptied.
+// after the tenant's script, and ListActivePipelines and the retention prune lazily drop
+// tenants left without pipelines.
 //
 // Errors meaning Redis cannot be reached wrap store.ErrUnavailable, and their messages never
 // carry the Redis address or password.

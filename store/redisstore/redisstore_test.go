@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sortie-dev/sortie/store"
@@ -350,4 +351,50 @@ func hashTag(key string) string {
 		return ""
 	}
 	return tag
+}
+
+// TestPipelineTenantSet checks the one cross-tenant pipeline key: a tenant joins the set
+// when it stores a pipeline and leaves it once it has none.
+func TestPipelineTenantSet(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	srv := redistest.New(t)
+	s := open(t, srv.URL())
+	rdb := client(t, srv.URL())
+	members := func() []string {
+		t.Helper()
+		m, err := rdb.SMembers(ctx, "sortie:pipeline_tenants").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(m)
+		return m
+	}
+	const prod, dev = `{"org_id":"acme","env_id":"prod"}`, `{"org_id":"acme","env_id":"dev"}`
+
+	now := time.Now()
+	done := store.Pipeline{ID: "p1", Tenant: store.Tenant{OrgID: "acme", EnvID: "prod"}, Application: "web",
+		Status: store.StatusSucceeded, CreatedAt: now.Add(-2 * time.Hour), CompletedAt: now.Add(-time.Hour)}
+	if _, err := s.CreatePipeline(ctx, done, store.RejectInProgress, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A tenant registered by a creation that never got to write (Redis failed in between).
+	if err := rdb.SAdd(ctx, "sortie:pipeline_tenants", dev).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{dev, prod}, members()); diff != "" {
+		t.Errorf("tenant set mismatch (-want +got):\n%s", diff)
+	}
+	if _, err := s.ListActivePipelines(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{prod}, members()); diff != "" {
+		t.Errorf("tenant set after ListActivePipelines mismatch (-want +got):\n%s", diff)
+	}
+	if n, err := s.DeletePipelinesCompletedBefore(ctx, now); err != nil || n != 1 {
+		t.Fatalf("DeletePipelinesCompletedBefore = %d, %v; want 1", n, err)
+	}
+	if diff := cmp.Diff([]string(nil), members(), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("tenant set after the prune mismatch (-want +got):\n%s", diff)
+	}
 }
