@@ -98,8 +98,8 @@ func classOf(gk groupKind) class {
 
 // item is one object on its way out of Generate.
 type item struct {
-	where string // "app.yaml" document 2 (Deployment web), for messages
-	src   string
+	where string // "document 2 (Deployment web)", for messages
+	src   string // the Document.Source
 	class class
 	gk    groupKind
 	ref   Ref
