@@ -38,8 +38,9 @@
 //     pod-template hash and start a new ReplicaSet for an unchanged image.
 //   - Input.Namespace, when set, replaces the namespace of every namespaced object. Whether a
 //     kind is cluster-scoped is decided by a fixed list of well-known cluster-scoped kinds
-//     (clusterScoped in generate.go); a cluster-scoped custom resource not in that list would
-//     get a namespace, which the API server ignores for cluster-scoped kinds on apply. When
+//     (clusterScoped in generate.go); a cluster-scoped custom resource not in that list gets
+//     a namespace in its body and its Ref, which the API server clears on a request for a
+//     cluster-scoped kind (the agent picks the scope from its REST mapping). When
 //     Input.Namespace is empty each object keeps its own namespace, possibly none (then the
 //     agent applies it into its default namespace).
 //   - Two objects with the same API group, kind, namespace and name are refused, the version
