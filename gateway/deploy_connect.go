@@ -263,6 +263,11 @@ func (s *deployServer) WatchPipelines(ctx context.Context, _ *connect.Request[de
 	if err != nil {
 		return s.err(ctx, err)
 	}
+	// Send the headers now: a tenant without pipelines may send nothing for a long time, and
+	// clients wait for the headers before they look at the stream.
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
 	return forward(ctx, ch, func(p *deployv1.Pipeline) error {
 		return stream.Send(&deployv1.WatchPipelinesResponse{Pipeline: p})
 	})

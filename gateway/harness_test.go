@@ -107,7 +107,7 @@ func startServer(t testing.TB, opts serverOptions) *testServer {
 	var gwOpts []gateway.Option
 	runners := []func(context.Context) error{ts.hub.Run}
 	if ps, ok := st.(pipeline.Store); ok {
-		sealer, err := seal.New(ts.masterKey, "pipeline")
+		sealer, err := seal.New(ts.masterKey, "pipelines")
 		if err != nil {
 			t.Fatal(err)
 		}
