@@ -30,6 +30,10 @@ type config struct {
 
 	AgentGracePeriod time.Duration
 	AgentHeartbeat   time.Duration
+
+	PipelineRetention time.Duration
+	PipelineLeaseTTL  time.Duration
+	PipelineResync    time.Duration
 }
 
 // defaultAudience is the audience Armory clients ask tokens for.
@@ -51,6 +55,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "signing key rotation period")
 	fs.DurationVar(&c.AgentGracePeriod, "hub-grace-period", 5*time.Minute, "how long an account and its cached inventory stay after its agent's last stream closes")
 	fs.DurationVar(&c.AgentHeartbeat, "hub-heartbeat", 20*time.Second, "heartbeat interval told to agents; a stream silent for three intervals is dropped")
+	fs.DurationVar(&c.PipelineRetention, "pipeline-retention", 30*24*time.Hour, "how long finished pipelines are kept")
+	fs.DurationVar(&c.PipelineLeaseTTL, "pipeline-lease-ttl", 10*time.Second, "lease of the replica driving a pipeline; another replica takes over this long after the holder died")
+	fs.DurationVar(&c.PipelineResync, "pipeline-resync", 3*time.Second, "how often every running pipeline is reconciled and unowned ones are looked for")
 	fs.StringVar(&audiences, "audience", defaultAudience, "comma-separated token audiences accepted besides the public URL")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
@@ -71,6 +78,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.TokenTTL < 5*time.Second || c.KeyRotation < time.Minute {
 		return config{}, errors.New("--token-ttl must be at least 5s and --key-rotation at least 1m")
+	}
+	if c.PipelineRetention < time.Minute || c.PipelineLeaseTTL < time.Second || c.PipelineResync < 100*time.Millisecond {
+		return config{}, errors.New("--pipeline-retention must be at least 1m, --pipeline-lease-ttl at least 1s and --pipeline-resync at least 100ms")
 	}
 	if c.AgentHeartbeat < 100*time.Millisecond || c.AgentGracePeriod < 0 {
 		return config{}, errors.New("--hub-heartbeat must be at least 100ms and --hub-grace-period not negative")

@@ -24,6 +24,8 @@ import (
 	"github.com/sortie-dev/sortie/gateway"
 	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
+	"github.com/sortie-dev/sortie/pipeline"
+	"github.com/sortie-dev/sortie/seal"
 	"github.com/sortie-dev/sortie/store"
 	"github.com/sortie-dev/sortie/store/boltstore"
 	"github.com/sortie-dev/sortie/store/redisstore"
@@ -121,9 +123,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		hubOpts = append(hubOpts, hub.WithRedis(rdb))
 	}
 	agents := hub.New(log, hub.Config{HeartbeatInterval: cfg.AgentHeartbeat, GracePeriod: cfg.AgentGracePeriod, Registerer: reg}, hubOpts...)
-	gw := gateway.New(log, id, agents, reg)
+	sealer, err := seal.New(masterKey, "pipelines")
+	if err != nil {
+		return err
+	}
+	engine := pipeline.New(log, st, pipeline.FromHub(agents), sealer, pipeline.Config{
+		Holder: agents.InstanceID(), LeaseTTL: cfg.PipelineLeaseTTL, Resync: cfg.PipelineResync,
+		Retention: cfg.PipelineRetention, Registerer: reg,
+	})
+	gw := gateway.New(log, id, agents, reg, gateway.WithPipelines(engine))
 	fmt.Fprintf(stdout, "Sortie is listening on %s (API docs at %s/docs)\n", baseURL, baseURL)
-	log.Info("listening", "addr", ln.Addr().String(), "public_url", baseURL, "store", storeKind(cfg))
+	log.Info("listening", "addr", ln.Addr().String(), "public_url", baseURL, "store", storeKind(cfg), "hub_instance", agents.InstanceID())
 	if listening != nil {
 		listening <- baseURL
 	}
@@ -131,6 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { id.Keys().Run(gctx); return nil })
 	g.Go(func() error { return agents.Run(gctx) })
+	g.Go(func() error { return engine.Run(gctx) })
 	g.Go(func() error { return gateway.Serve(gctx, log, ln, gw.Handler(), tlsConfig) })
 	return g.Wait()
 }
