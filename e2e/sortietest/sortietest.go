@@ -115,6 +115,9 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// Output returns what the process printed so far.
+func (p *Process) Output() string { return p.out.String() }
+
 // Stop sends SIGTERM and waits for a clean exit.
 func (p *Process) Stop(t *testing.T) {
 	t.Helper()
@@ -147,6 +150,8 @@ type ServerConfig struct {
 	PublicURL string
 	MasterKey string
 	TokenTTL  string
+	// Args are more flags.
+	Args []string
 }
 
 // StartServer starts sortie-server and waits until /readyz answers 200.
@@ -168,6 +173,7 @@ func StartServer(t *testing.T, cfg ServerConfig) *Server {
 	if cfg.TokenTTL != "" {
 		args = append(args, "--token-ttl", cfg.TokenTTL)
 	}
+	args = append(args, cfg.Args...)
 	s := &Server{Process: StartProcess(t, "sortie-server "+cfg.Addr, "sortie-server", args...), Addr: cfg.Addr, URL: "http://" + cfg.Addr}
 	WaitFor(t, 30*time.Second, "sortie-server "+cfg.Addr+" to answer /readyz", func() bool {
 		resp, err := http.Get(s.URL + "/readyz")
