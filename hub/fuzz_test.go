@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"testing"
 
 	"github.com/google/uuid"
@@ -68,7 +69,8 @@ func FuzzAgentMessage(f *testing.F) {
 		if s.key.agent != "fuzz" {
 			t.Fatalf("the stream's agent changed to %q", s.key.agent)
 		}
-		for _, r := range h.inv.list(s.key) {
+		cached, _ := h.shared.List(context.Background(), s.key.inventoryKey())
+		for _, r := range cached {
 			if isSecret(r) {
 				t.Fatalf("a Secret was cached: %v", r.Ref)
 			}

@@ -77,6 +77,7 @@ import (
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
 	"github.com/sortie-dev/sortie/hub/internal/bus"
+	"github.com/sortie-dev/sortie/hub/internal/inventory"
 	"github.com/sortie-dev/sortie/store"
 )
 
@@ -237,6 +238,11 @@ type agentKey struct {
 	agent  string
 }
 
+// inventoryKey names k's inventory.
+func (k agentKey) inventoryKey() inventory.Key {
+	return inventory.Key{Tenant: k.tenant, Account: k.agent}
+}
+
 // agentState is what the hub knows locally about one agent identifier.
 type agentState struct {
 	streams        []*stream             // open streams taking commands, in connection order
@@ -274,7 +280,7 @@ type Hub struct {
 	rr           uint64 // round-robin among equally loaded streams
 	redisDown    bool   // the last presence refresh failed; rewrite everything when it works again
 
-	inv *inventories
+	shared inventory.Store // the inventories: in memory, or in Redis with WithRedis
 
 	subMu      sync.Mutex // guards subs and subsClosed
 	subs       map[store.Tenant]map[*Subscription]struct{}
@@ -296,7 +302,6 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 		pending:      map[pendingKey]*pending{},
 		forwards:     map[string]chan *replicationv1.ForwardReply{},
 		watchers:     map[store.Tenant]map[*watcher]struct{}{},
-		inv:          newInventories(),
 		subs:         map[store.Tenant]map[*Subscription]struct{}{},
 	}
 	for _, o := range opts {
@@ -305,9 +310,11 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 	h.m = newMetrics(cfg.Registerer)
 	if h.rdb == nil {
 		h.bus = bus.NewMemory()
+		h.shared = inventory.NewMemory()
 		h.readyOnce.Do(func() { close(h.ready) })
 	} else {
 		h.bus = bus.NewRedis(log, h.rdb)
+		h.shared = inventory.NewRedis(log, h.rdb, cfg.GracePeriod+h.presenceTTL())
 	}
 	return h
 }
@@ -469,7 +476,7 @@ func (h *Hub) sweep() {
 	}
 	h.mu.Unlock()
 	for _, k := range gone {
-		h.inv.drop(k)
+		h.shared.Drop(k.inventoryKey())
 		h.log.Info("account expired after grace period", "tenant", k.tenant.String(), "agent", k.agent)
 	}
 }

@@ -5,127 +5,21 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 
 	"google.golang.org/protobuf/proto"
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
+	"github.com/sortie-dev/sortie/hub/internal/inventory"
 	"github.com/sortie-dev/sortie/store"
 )
 
 // snapshotLimit is how many bytes of chunks one inventory snapshot may take, as a multiple
 // of MaxMessageBytes.
 const snapshotLimit = 16
-
-// inventories is the in-memory inventory cache: per tenant and agent identifier, the objects
-// the agent reported, by object key. Without Redis it is the cache; with Redis it is the copy
-// kept for rewriting Redis after an outage, for identifiers with a stream on this replica.
-type inventories struct {
-	mu      sync.RWMutex // guards byAgent, the maps in it, and dirty
-	byAgent map[agentKey]map[string]*hubv1.Resource
-	dirty   map[agentKey]bool // Redis missed a write for these
-}
-
-func newInventories() *inventories {
-	return &inventories{byAgent: map[agentKey]map[string]*hubv1.Resource{}, dirty: map[agentKey]bool{}}
-}
-
-func (i *inventories) replace(k agentKey, objects map[string]*hubv1.Resource) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	i.byAgent[k] = objects
-}
-
-func (i *inventories) apply(k agentKey, upserts map[string]*hubv1.Resource, deletions []string) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	objects := i.byAgent[k]
-	if objects == nil {
-		objects = map[string]*hubv1.Resource{}
-		i.byAgent[k] = objects
-	}
-	for key, r := range upserts {
-		objects[key] = r
-	}
-	for _, key := range deletions {
-		delete(objects, key)
-	}
-}
-
-// list returns the objects of k; they are shared and must not be modified.
-func (i *inventories) list(k agentKey) []*hubv1.Resource {
-	i.mu.RLock()
-	defer i.mu.RUnlock()
-	out := make([]*hubv1.Resource, 0, len(i.byAgent[k]))
-	for _, r := range i.byAgent[k] {
-		out = append(out, r)
-	}
-	return out
-}
-
-// get returns one object of k, shared and not to be modified, or nil.
-func (i *inventories) get(k agentKey, key string) *hubv1.Resource {
-	i.mu.RLock()
-	defer i.mu.RUnlock()
-	return i.byAgent[k][key]
-}
-
-// copyOf returns a copy of k's object map, and whether there is one.
-func (i *inventories) copyOf(k agentKey) (map[string]*hubv1.Resource, bool) {
-	i.mu.RLock()
-	defer i.mu.RUnlock()
-	objects, ok := i.byAgent[k]
-	if !ok {
-		return nil, false
-	}
-	out := make(map[string]*hubv1.Resource, len(objects))
-	for key, r := range objects {
-		out[key] = r
-	}
-	return out, true
-}
-
-func (i *inventories) drop(k agentKey) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	delete(i.byAgent, k)
-	delete(i.dirty, k)
-}
-
-func (i *inventories) markDirty(k agentKey) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if _, ok := i.byAgent[k]; ok {
-		i.dirty[k] = true
-	}
-}
-
-func (i *inventories) markAllDirty() {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	for k := range i.byAgent {
-		i.dirty[k] = true
-	}
-}
-
-func (i *inventories) dirtyKeys() []agentKey {
-	i.mu.RLock()
-	defer i.mu.RUnlock()
-	out := make([]agentKey, 0, len(i.dirty))
-	for k := range i.dirty {
-		out = append(out, k)
-	}
-	return out
-}
-
-func (i *inventories) clean(k agentKey) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	delete(i.dirty, k)
-}
 
 // snapshotBuilder collects the chunks of one snapshot.
 type snapshotBuilder struct {
@@ -215,13 +109,11 @@ func (h *Hub) snapshotChunk(s *stream, m *hubv1.InventorySnapshot) string {
 	}
 	objects = s.snap.objects
 	s.snap = nil
-	h.inv.replace(s.key, objects)
 	s.log.Debug("inventory snapshot received", "objects", len(objects))
-	if h.rdb != nil {
-		if err := h.storeInventory(s.key, objects); err != nil {
-			s.log.Warn("storing the inventory in Redis failed; retrying later", "err", err)
-			h.inv.markDirty(s.key)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	if err := h.shared.Replace(ctx, s.key.inventoryKey(), objects); err != nil {
+		s.log.Warn("storing the inventory failed; retrying later", "err", err)
 	}
 	h.changed(s.key, true, nil, nil)
 	return ""
@@ -268,12 +160,10 @@ func (h *Hub) applyChange(s *stream, upserts map[string]*hubv1.Resource, deletio
 	for i, ref := range deletions {
 		keys[i] = objectKey(ref)
 	}
-	h.inv.apply(s.key, upserts, keys)
-	if h.rdb != nil {
-		if err := h.storeDelta(s.key, upserts, keys); err != nil {
-			s.log.Warn("storing an inventory change in Redis failed; retrying later", "err", err)
-			h.inv.markDirty(s.key)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	if err := h.shared.Apply(ctx, s.key.inventoryKey(), upserts, keys); err != nil {
+		s.log.Warn("storing an inventory change failed; retrying later", "err", err)
 	}
 	upserted := make([]*hubv1.ObjectReference, 0, len(upserts))
 	for _, r := range upserts {
@@ -291,10 +181,11 @@ func (h *Hub) inventory(ctx context.Context, k agentKey) ([]*hubv1.Resource, err
 	if err := h.checkAccount(ctx, k); err != nil {
 		return nil, err
 	}
-	if h.rdb != nil {
-		return h.loadInventory(ctx, k)
+	objects, err := h.shared.List(ctx, k.inventoryKey())
+	if err != nil {
+		return nil, inventoryError(ctx, "read inventory", err)
 	}
-	return h.inv.list(k), nil
+	return objects, nil
 }
 
 // Namespaces lists the namespaces of an account from the inventory cache: the Namespace
@@ -355,17 +246,12 @@ func (h *Hub) CachedObject(ctx context.Context, t store.Tenant, account string, 
 	if !validRef(ref) {
 		return nil, fmt.Errorf("object reference needs api_version, kind and name: %w", ErrInvalidReference)
 	}
-	var r *hubv1.Resource
-	if h.rdb != nil {
-		var err error
-		if r, err = h.loadObject(ctx, k, objectKey(ref)); err != nil {
-			return nil, err
-		}
-	} else if shared := h.inv.get(k, objectKey(ref)); shared != nil {
-		r = proto.CloneOf(shared)
+	shared, err := h.shared.Get(ctx, k.inventoryKey(), objectKey(ref))
+	if err != nil {
+		return nil, inventoryError(ctx, "read inventory object", err)
 	}
-	if r != nil {
-		return r, nil
+	if shared != nil {
+		return proto.CloneOf(shared), nil
 	}
 	// Only a miss pays for telling an unknown account from a missing object.
 	if err := h.checkAccount(ctx, k); err != nil {
@@ -388,3 +274,12 @@ func (e *notCachedError) Error() string {
 	return fmt.Sprintf("%s %s (%s) is not in the inventory of account '%s'", e.ref.GetKind(), quote(name), e.ref.GetApiVersion(), e.account)
 }
 func (e *notCachedError) Is(target error) bool { return target == ErrObjectNotCached }
+
+// inventoryError is an error of the shared inventory as the hub's callers see it: Redis
+// failures are store.ErrUnavailable.
+func inventoryError(ctx context.Context, op string, err error) error {
+	if errors.Is(err, inventory.ErrUnavailable) {
+		return unavailable(ctx, op, err)
+	}
+	return fmt.Errorf("hub: %s: %w", op, err)
+}

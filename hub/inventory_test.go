@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
+	"github.com/sortie-dev/sortie/hub/internal/inventory"
 	"github.com/sortie-dev/sortie/store"
 )
 
@@ -146,7 +147,7 @@ func TestInventory(t *testing.T) {
 		t.Errorf("Resources after the grace period: %v, want ErrUnknownAccount", err)
 	}
 	h.sweep()
-	if got := h.inv.list(agentKey{tenant: tenantA, agent: "inv"}); len(got) != 0 {
+	if got, _ := h.shared.List(context.Background(), inventory.Key{Tenant: tenantA, Account: "inv"}); len(got) != 0 {
 		t.Errorf("inventory still held in memory after the sweep: %v", names(got))
 	}
 }

@@ -12,18 +12,15 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/protobuf/proto"
 
 	replicationv1 "github.com/sortie-dev/sortie/gen/sortie/hub/replication/v1"
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
+	"github.com/sortie-dev/sortie/hub/internal/inventory"
 	"github.com/sortie-dev/sortie/store"
 )
 
 // redisTimeout bounds one Redis round trip the hub makes on its own behalf (not a caller's).
 const redisTimeout = 2 * time.Second
-
-// inventoryBatch is how many objects go into one HSET.
-const inventoryBatch = 500
 
 // tenantPrefix starts every hub key of a tenant; the hash tag keeps a tenant's keys in one
 // Redis Cluster slot. Ids are path-escaped so none can leave the tag.
@@ -34,7 +31,6 @@ func tenantPrefix(t store.Tenant) string {
 func keyStreams(t store.Tenant) string          { return tenantPrefix(t) + "streams" }
 func keyAlive(t store.Tenant, id string) string { return tenantPrefix(t) + "alive:" + id }
 func keyAccounts(t store.Tenant) string         { return tenantPrefix(t) + "accounts" }
-func keyInventory(k agentKey) string            { return tenantPrefix(k.tenant) + "inventory:" + k.agent }
 func keyReconnecting(k agentKey) string         { return tenantPrefix(k.tenant) + "reconnecting:" + k.agent }
 
 // unavailableError is a Redis failure: errors.Is finds store.ErrUnavailable and the cause,
@@ -95,7 +91,6 @@ func (h *Hub) removePresence(k agentKey, a Agent, expectBack bool) {
 		p.HDel(ctx, keyStreams(k.tenant), a.StreamID)
 		p.Del(ctx, keyAlive(k.tenant, a.StreamID))
 		p.HSet(ctx, keyAccounts(k.tenant), k.agent, ms(h.now()))
-		p.PExpire(ctx, keyInventory(k), h.cfg.GracePeriod+h.presenceTTL())
 		if expectBack {
 			p.Set(ctx, keyReconnecting(k), "1", h.presenceTTL())
 		}
@@ -104,6 +99,10 @@ func (h *Hub) removePresence(k agentKey, a Agent, expectBack bool) {
 	if err != nil {
 		h.log.Warn("removing agent presence from Redis failed; it expires by itself",
 			"tenant", k.tenant.String(), "agent", k.agent, "stream", a.StreamID, "err", err)
+	}
+	// The grace period starts now for the inventory too.
+	if _, err := h.shared.Keep(ctx, []inventory.Key{k.inventoryKey()}); err != nil {
+		h.log.Debug("renewing an inventory's TTL failed", "tenant", k.tenant.String(), "agent", k.agent, "err", err)
 	}
 	h.publishEvent(ctx, k.tenant, AgentEvent{Type: AgentDisconnected, Agent: a})
 }
@@ -240,98 +239,6 @@ func (h *Hub) redisAccountKnown(ctx context.Context, k agentKey) (bool, error) {
 	return len(agents) > 0, err
 }
 
-// storeInventory replaces an agent's inventory in Redis.
-func (h *Hub) storeInventory(k agentKey, objects map[string]*hubv1.Resource) error {
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-	defer cancel()
-	_, err := h.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, keyInventory(k))
-		batch := make([]any, 0, 2*inventoryBatch)
-		for key, r := range objects {
-			b, err := proto.Marshal(r)
-			if err != nil {
-				return err
-			}
-			batch = append(batch, key, b)
-			if len(batch) == cap(batch) {
-				p.HSet(ctx, keyInventory(k), batch...)
-				batch = make([]any, 0, 2*inventoryBatch)
-			}
-		}
-		if len(batch) > 0 {
-			p.HSet(ctx, keyInventory(k), batch...)
-		}
-		p.PExpire(ctx, keyInventory(k), h.cfg.GracePeriod+h.presenceTTL())
-		return nil
-	})
-	if err != nil {
-		return unavailable(ctx, "store inventory", err)
-	}
-	return nil
-}
-
-// storeDelta applies an inventory change in Redis.
-func (h *Hub) storeDelta(k agentKey, upserts map[string]*hubv1.Resource, deletions []string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-	defer cancel()
-	_, err := h.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		if len(upserts) > 0 {
-			fields := make([]any, 0, 2*len(upserts))
-			for key, r := range upserts {
-				b, err := proto.Marshal(r)
-				if err != nil {
-					return err
-				}
-				fields = append(fields, key, b)
-			}
-			p.HSet(ctx, keyInventory(k), fields...)
-		}
-		if len(deletions) > 0 {
-			p.HDel(ctx, keyInventory(k), deletions...)
-		}
-		p.PExpire(ctx, keyInventory(k), h.cfg.GracePeriod+h.presenceTTL())
-		return nil
-	})
-	if err != nil {
-		return unavailable(ctx, "store inventory change", err)
-	}
-	return nil
-}
-
-// loadInventory reads an agent's inventory from Redis.
-func (h *Hub) loadInventory(ctx context.Context, k agentKey) ([]*hubv1.Resource, error) {
-	fields, err := h.rdb.HGetAll(ctx, keyInventory(k)).Result()
-	if err != nil {
-		return nil, unavailable(ctx, "read inventory", err)
-	}
-	out := make([]*hubv1.Resource, 0, len(fields))
-	for _, v := range fields {
-		r := &hubv1.Resource{}
-		if err := proto.Unmarshal([]byte(v), r); err != nil || !validRef(r.Ref) {
-			continue
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
-
-// loadObject reads one object of an agent's inventory from Redis; nil when absent.
-func (h *Hub) loadObject(ctx context.Context, k agentKey, key string) (*hubv1.Resource, error) {
-	v, err := h.rdb.HGet(ctx, keyInventory(k), key).Bytes()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return nil, nil
-	case err != nil:
-		return nil, unavailable(ctx, "read inventory object", err)
-	}
-	r := &hubv1.Resource{}
-	if err := proto.Unmarshal(v, r); err != nil || !validRef(r.Ref) {
-		h.log.Warn("ignoring an unreadable inventory object in Redis", "tenant", k.tenant.String(), "agent", k.agent)
-		return nil, nil
-	}
-	return r, nil
-}
-
 func (h *Hub) setRedisDown(down bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -374,7 +281,6 @@ func (h *Hub) refresh(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
 	now := ms(h.now())
-	expires := map[agentKey]*redis.BoolCmd{}
 	_, err := h.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
 		for _, a := range agents {
 			t := store.Tenant{OrgID: a.OrgID, EnvID: a.EnvID}
@@ -384,7 +290,6 @@ func (h *Hub) refresh(ctx context.Context) {
 		}
 		for k := range accounts {
 			p.HSet(rctx, keyAccounts(k.tenant), k.agent, now)
-			expires[k] = p.PExpire(rctx, keyInventory(k), h.cfg.GracePeriod+h.presenceTTL())
 		}
 		return nil
 	})
@@ -397,27 +302,24 @@ func (h *Hub) refresh(ctx context.Context) {
 	}
 	if wasDown {
 		h.log.Info("Redis reachable again; rewriting presence and inventories")
-		h.inv.markAllDirty()
 		h.setRedisDown(false)
 	}
-	for k, c := range expires {
-		if exists, err := c.Result(); err == nil && !exists {
-			// Lost (Redis restarted between two refreshes): rewrite it from the local copy.
-			h.inv.markDirty(k)
-		}
+	keys := make([]inventory.Key, 0, len(accounts))
+	for k := range accounts {
+		keys = append(keys, k.inventoryKey())
 	}
-	for _, k := range h.inv.dirtyKeys() {
-		objects, ok := h.inv.copyOf(k)
-		if !ok {
-			continue
-		}
-		if err := h.storeInventory(k, objects); err != nil {
-			h.log.Warn("rewriting an inventory in Redis failed", "tenant", k.tenant.String(), "agent", k.agent, "err", err)
-			return
-		}
-		h.inv.clean(k)
+	// An inventory Redis lost (it restarted between two refreshes) is marked for repair.
+	if _, err := h.shared.Keep(rctx, keys); err != nil {
+		h.log.Warn("renewing inventory TTLs failed", "err", err)
+		return
+	}
+	rewritten, err := h.shared.Repair(ctx, wasDown)
+	for _, k := range rewritten {
 		// Other replicas read what Redis had meanwhile.
-		h.changed(k, true, nil, nil)
+		h.changed(agentKey{tenant: k.Tenant, agent: k.Account}, true, nil, nil)
+	}
+	if err != nil {
+		h.log.Warn("rewriting an inventory in Redis failed", "err", err)
 	}
 }
 

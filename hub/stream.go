@@ -546,7 +546,7 @@ func (h *Hub) register(s *stream) {
 	h.mu.Unlock()
 
 	if stale {
-		h.inv.drop(s.key)
+		h.shared.Drop(s.key.inventoryKey())
 	}
 	h.m.streams.Inc()
 	s.log.Info("agent connected", "instance", agent.AgentInstanceUUID, "version", agent.AgentVersion,
@@ -628,11 +628,10 @@ func (h *Hub) unregister(s *stream) {
 	s.log.Info("agent disconnected", "handed_on", len(unsent))
 	if h.rdb != nil {
 		h.removePresence(s.key, agent, expectBack)
-		if last {
-			// Redis holds the inventory for the grace period; the local copy only served
-			// rewrites after a Redis outage.
-			h.inv.drop(s.key)
-		}
+	}
+	if last {
+		// The shared inventory stays for the grace period, this replica's part in it ends.
+		h.shared.Release(s.key.inventoryKey())
 	}
 }
 
