@@ -173,6 +173,18 @@ func TestDeploymentServiceOverConnect(t *testing.T) {
 			_, err := client.StartPipeline(ctx, connect.NewRequest(&deployv1.StartPipelineRequest{ConfigJson: mustJSON(t, gated("api"))}))
 			return err
 		}, connect.CodeFailedPrecondition, "in progress"},
+		{"resume an unknown deployment", func() error {
+			_, err := client.ResumeDeployment(ctx, connect.NewRequest(&deployv1.ResumeDeploymentRequest{DeploymentId: "nope"}))
+			return err
+		}, connect.CodeNotFound, ""},
+		{"resume a deployment that is not paused", func() error {
+			_, err := client.ResumeDeployment(ctx, connect.NewRequest(&deployv1.ResumeDeploymentRequest{DeploymentId: dep.Msg.GetDeploymentId()}))
+			return err
+		}, connect.CodeFailedPrecondition, "nothing is awaiting approval"},
+		{"unspecified status filter", func() error {
+			_, err := client.ListPipelines(ctx, connect.NewRequest(&deployv1.ListPipelinesRequest{Statuses: []deployv1.Status{deployv1.Status_STATUS_UNSPECIFIED}}))
+			return err
+		}, connect.CodeInvalidArgument, "statuses"},
 		{"page size out of range", func() error {
 			_, err := client.ListPipelines(ctx, connect.NewRequest(&deployv1.ListPipelinesRequest{PageSize: 501}))
 			return err

@@ -524,3 +524,37 @@ func TestDeployNotFound(t *testing.T) {
 		}
 	}
 }
+
+// TestApprovalNeedsRole refuses an approval that requires a role the caller lacks with 403,
+// and records nothing; a caller with the role approves.
+func TestApprovalNeedsRole(t *testing.T) {
+	t.Parallel()
+	f := newDeployFixture(t)
+	body := gated("web")
+	body["targets"] = map[string]any{"prod": map[string]any{"account": "prod-west", "namespace": "web", "strategy": "rolling",
+		"constraints": map[string]any{"beforeDeployment": []any{map[string]any{"pause": map[string]any{
+			"untilApproved": true, "requiresRoles": []string{"Organization Admin"}}}}}}}
+	id := f.startPipeline(t, body)
+	f.waitStatus(t, id, "AWAITING_APPROVAL")
+	e := wantError(t, "approve without the role", f.do(t, "POST", "/pipelines/"+id+"/approve", f.tok, nil), http.StatusForbidden)
+	if !strings.Contains(e.Errors[0].Message, "Organization Admin") {
+		t.Errorf("403 message %q does not name the role", e.Errors[0].Message)
+	}
+	if p := f.getPipeline(t, id); len(p.Decisions) != 0 || p.Status != "AWAITING_APPROVAL" {
+		t.Fatalf("a refused approval changed the pipeline: %+v", p)
+	}
+	r := f.do(t, "POST", "/pipelines/"+id+"/approve", f.adminToken(t), `{"step":"prod"}`)
+	if res := decode[actionJSON](t, r.Body); r.Status != http.StatusOK || res.NumberAffected != 1 {
+		t.Errorf("approve with the role: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestStartBodyTooLarge refuses bodies over 10 MiB with 413 and the error contract.
+func TestStartBodyTooLarge(t *testing.T) {
+	t.Parallel()
+	f := newDeployFixture(t)
+	huge := `{"application":"web","padding":"` + strings.Repeat("x", 10<<20) + `"}`
+	for _, path := range []string{"/pipelines/kubernetes", "/deployments/kubernetes"} {
+		wantError(t, path, f.do(t, "POST", path, f.tok, huge), http.StatusRequestEntityTooLarge)
+	}
+}

@@ -33,7 +33,7 @@ const (
 type Status int32
 
 const (
-	// STATUS_UNSPECIFIED is never sent; as a filter it matches nothing.
+	// STATUS_UNSPECIFIED is never sent, and refused as a filter.
 	Status_STATUS_UNSPECIFIED Status = 0
 	// STATUS_NOT_STARTED has not begun.
 	Status_STATUS_NOT_STARTED Status = 1
