@@ -27,7 +27,7 @@ const failMarker = "sortie-test/refuse-apply"
 // it applies every manifest with success (except those carrying failMarker), answers reads
 // with "not found" and patches with success. It proves the API's shapes, not rollouts,
 // which the real-cluster tests prove.
-func fakeDeployAgent(t *testing.T, ts *testServer, token, identifier string) {
+func fakeDeployAgent(t testing.TB, ts *testServer, token, identifier string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	client := hubv1connect.NewAgentHubServiceClient(h2cClient(), ts.URL, connect.WithGRPC(), connect.WithInterceptors(bearerAll(token)))
@@ -78,7 +78,7 @@ func fakeDeployAgent(t *testing.T, ts *testServer, token, identifier string) {
 	// Deployments need the account listed: wait until the hub has registered the agent.
 	admin := ts.adminToken(t)
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(string(ts.do(t, "GET", "/v1/accounts", admin, nil).Body), `"account":"`+identifier+`"`) {
+	for !strings.Contains(string(getOnce(t, ts.URL+"/v1/accounts", admin)), `"account":"`+identifier+`"`) {
 		if time.Now().After(deadline) {
 			t.Fatalf("agent %s never became an account", identifier)
 		}
