@@ -120,9 +120,9 @@ func actionMessage(action, kind, id string, n int) string {
 	return fmt.Sprintf("%s %d %s%s of %s %s", past, n, what, plural, kind, id)
 }
 
-// checkJSONBody refuses request bodies that are declared as something other than JSON. An
-// absent Content-Type is taken as JSON (curl -d sends form encoding unless told otherwise,
-// but scripts often send none at all).
+// checkJSONBody refuses request bodies declared as something other than JSON (415), for
+// example curl -d without -H 'Content-Type: application/json', which declares form
+// encoding. A body sent without any Content-Type is read as JSON.
 func checkJSONBody(contentType string) error {
 	if contentType == "" {
 		return nil
