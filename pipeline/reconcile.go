@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -397,8 +398,13 @@ func (r *rec) apply(tg *target) bool {
 	if err := r.flush(); err != nil {
 		return false
 	}
+	objects, err := r.keepSelectors(tg, sp.Objects[tg.Name])
+	if err != nil {
+		r.waiting(tg, err)
+		return false
+	}
 	var docs bytes.Buffer
-	for i, o := range sp.Objects[tg.Name] {
+	for i, o := range objects {
 		if i > 0 {
 			docs.WriteString("\n---\n")
 		}
@@ -426,6 +432,69 @@ func (r *rec) apply(tg *target) bool {
 		tg.Message = ""
 	}
 	return true
+}
+
+// podHashLabel is the selector key the Argo Rollouts controller adds to a blue/green
+// Service to point it at one version.
+const podHashLabel = "rollouts-pod-template-hash"
+
+// keepSelectors returns objects with the controller's version selector kept on the target's
+// blue/green Services. A Service's spec.selector is an atomic map under server-side apply:
+// applying the user's selector alone would drop the key the controller set, and the
+// controller would then take the next version for a first deployment and promote it at
+// once, skipping every condition.
+func (r *rec) keepSelectors(tg *target, objects []json.RawMessage) ([]json.RawMessage, error) {
+	if len(tg.Services) == 0 {
+		return objects, nil
+	}
+	out := slices.Clone(objects)
+	for i, o := range objects {
+		var svc struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if json.Unmarshal(o, &svc) != nil || svc.Kind != "Service" || !slices.Contains(tg.Services, svc.Metadata.Name) {
+			continue
+		}
+		ref := objectRef{APIVersion: svc.APIVersion, Kind: "Service", Namespace: namespaceOf(svc.Metadata.Namespace), Name: svc.Metadata.Name}
+		live, err := r.live(tg, ref)
+		if err != nil {
+			return nil, err
+		}
+		var current struct {
+			Spec struct {
+				Selector map[string]string `json:"selector"`
+			} `json:"spec"`
+		}
+		if live == nil || json.Unmarshal(live, &current) != nil || current.Spec.Selector[podHashLabel] == "" {
+			continue
+		}
+		var obj map[string]any
+		if err := json.Unmarshal(o, &obj); err != nil {
+			continue
+		}
+		spec, _ := obj["spec"].(map[string]any)
+		if spec == nil {
+			spec = map[string]any{}
+			obj["spec"] = spec
+		}
+		sel, _ := spec["selector"].(map[string]any)
+		if sel == nil {
+			sel = map[string]any{}
+			spec["selector"] = sel
+		}
+		sel[podHashLabel] = current.Spec.Selector[podHashLabel]
+		b, err := json.Marshal(obj)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = b
+	}
+	return out, nil
 }
 
 // waiting notes a command that did not go through; the next pass tries again.

@@ -161,6 +161,10 @@ func planTarget(application, pipelineID string, ct config.Target) (*target, []js
 	case ct.BlueGreen != nil:
 		tg.Strategy = "blueGreen"
 		tg.Redirect = gates(ct.BlueGreen.RedirectTrafficAfter)
+		tg.Services = []string{ct.BlueGreen.ActiveService}
+		if ct.BlueGreen.PreviewService != "" {
+			tg.Services = append(tg.Services, ct.BlueGreen.PreviewService)
+		}
 		var scaleDown int64
 		for _, p := range ct.BlueGreen.ShutDownOldVersionAfter {
 			scaleDown += int64(p.Duration)

@@ -75,7 +75,10 @@ type target struct {
 	After        []gate       `json:"after,omitempty"`
 	Canary       []canaryStep `json:"canary,omitempty"`
 	// Redirect are the blue/green conditions before traffic moves to the new version.
-	Redirect []gate      `json:"redirect,omitempty"`
+	Redirect []gate `json:"redirect,omitempty"`
+	// Services are the blue/green active and preview Services, whose selectors the
+	// controller points at a version.
+	Services []string    `json:"services,omitempty"`
 	Rollouts []objectRef `json:"rollouts"`
 
 	Phase string `json:"phase"`
