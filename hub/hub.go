@@ -36,19 +36,25 @@
 //
 // # Several replicas
 //
-// With [WithRedis], each stream's presence is kept in Redis with a TTL of three heartbeat
-// intervals, refreshed every interval by the replica holding it, so a dead replica's streams
-// vanish by themselves. The keys of a tenant share the Redis Cluster hash tag
-// {t:<org>/<env>}, like the store's:
+// What replicas share sits behind three small interfaces, each with a memory
+// implementation (one process: the default) and a Redis one (WithRedis), passing one
+// conformance suite: the stream presence (hub/internal/presence), the bus between replicas
+// (hub/internal/bus) and the inventories (hub/internal/inventory). The routing code is the
+// same whichever runs.
+//
+// Each stream's presence is kept with a TTL of three heartbeat intervals, refreshed every
+// interval by the replica holding it, so a dead replica's streams vanish by themselves. In
+// Redis, the keys of a tenant share the Redis Cluster hash tag {t:<org>/<env>}, like the
+// store's:
 //
 //	sortie:{t:<org>/<env>}:hub:streams                hash stream id -> replicationv1.AgentRecord (protobuf)
 //	sortie:{t:<org>/<env>}:hub:alive:<stream id>      "1" with TTL 3 heartbeat intervals
 //	sortie:{t:<org>/<env>}:hub:accounts               hash agent identifier -> last seen (unix ms)
-//	sortie:{t:<org>/<env>}:hub:inventory:<agent>      hash object key -> hubv1.Resource (protobuf)
+//	sortie:{t:<org>/<env>}:hub:inventory:<agent>      hash object key -> hubv1.Resource (protobuf), TTL grace period + 3 intervals
 //	sortie:{t:<org>/<env>}:hub:reconnecting:<agent>   marker, TTL 3 intervals: the agent was told to reconnect
 //
-// Replicas talk through the bus of hub/internal/bus: sortie.hub.replication.v1.Envelope
-// messages (protobuf) over Redis pub/sub, broadcast on sortie:hub:replicas or sent to one
+// Replicas talk through the bus: sortie.hub.replication.v1.Envelope messages (protobuf),
+// over Redis pub/sub broadcast on sortie:hub:replicas or sent to one
 // replica on sortie:hub:instance:<hub instance uuid>. A command for an agent held only by
 // another replica is sent to that replica, which runs it like a local Send and sends the
 // result back (ForwardRequest, ForwardReply). Connect and disconnect events (AgentEvent, for
@@ -78,6 +84,7 @@ import (
 	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
 	"github.com/sortie-dev/sortie/hub/internal/bus"
 	"github.com/sortie-dev/sortie/hub/internal/inventory"
+	"github.com/sortie-dev/sortie/hub/internal/presence"
 	"github.com/sortie-dev/sortie/store"
 )
 
@@ -259,7 +266,6 @@ type Hub struct {
 	now          func() time.Time
 	id           string
 	rdb          redis.UniversalClient
-	bus          bus.Bus // messages between replicas: over Redis, or in memory with this replica alone
 	m            *metrics
 	helloTimeout time.Duration
 
@@ -278,9 +284,12 @@ type Hub struct {
 	forwards     map[string]chan *replicationv1.ForwardReply
 	watchers     map[store.Tenant]map[*watcher]struct{}
 	rr           uint64 // round-robin among equally loaded streams
-	redisDown    bool   // the last presence refresh failed; rewrite everything when it works again
+	sharedDown   bool   // the last presence refresh failed; rewrite everything when it works again
 
-	shared inventory.Store // the inventories: in memory, or in Redis with WithRedis
+	// The state replicas share: in memory (this replica alone), or in Redis with WithRedis.
+	bus      bus.Bus         // messages between replicas
+	presence presence.Store  // which replica holds which stream; accounts' last-seen times
+	shared   inventory.Store // the inventories
 
 	subMu      sync.Mutex // guards subs and subsClosed
 	subs       map[store.Tenant]map[*Subscription]struct{}
@@ -310,10 +319,12 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 	h.m = newMetrics(cfg.Registerer)
 	if h.rdb == nil {
 		h.bus = bus.NewMemory()
+		h.presence = presence.NewMemory(h.presenceTTL())
 		h.shared = inventory.NewMemory()
 		h.readyOnce.Do(func() { close(h.ready) })
 	} else {
 		h.bus = bus.NewRedis(log, h.rdb)
+		h.presence = presence.NewRedis(h.rdb, h.presenceTTL())
 		h.shared = inventory.NewRedis(log, h.rdb, cfg.GracePeriod+h.presenceTTL())
 	}
 	return h
@@ -368,9 +379,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(bg)
 	g.Go(func() error { h.sweepLoop(gctx); return nil })
 	g.Go(func() error { h.bus.Listen(gctx, h.id, busListener{h}); return nil })
-	if h.rdb != nil {
-		g.Go(func() error { h.refreshLoop(gctx); return nil })
-	}
+	g.Go(func() error { h.refreshLoop(gctx); return nil })
 	<-ctx.Done()
 	h.shutdown()
 	stopBackground()

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
-	"github.com/sortie-dev/sortie/hub/internal/inventory"
 	"github.com/sortie-dev/sortie/store"
 )
 
@@ -183,7 +181,7 @@ func (h *Hub) inventory(ctx context.Context, k agentKey) ([]*hubv1.Resource, err
 	}
 	objects, err := h.shared.List(ctx, k.inventoryKey())
 	if err != nil {
-		return nil, inventoryError(ctx, "read inventory", err)
+		return nil, sharedError(ctx, "read inventory", err)
 	}
 	return objects, nil
 }
@@ -248,7 +246,7 @@ func (h *Hub) CachedObject(ctx context.Context, t store.Tenant, account string, 
 	}
 	shared, err := h.shared.Get(ctx, k.inventoryKey(), objectKey(ref))
 	if err != nil {
-		return nil, inventoryError(ctx, "read inventory object", err)
+		return nil, sharedError(ctx, "read inventory object", err)
 	}
 	if shared != nil {
 		return proto.CloneOf(shared), nil
@@ -274,12 +272,3 @@ func (e *notCachedError) Error() string {
 	return fmt.Sprintf("%s %s (%s) is not in the inventory of account '%s'", e.ref.GetKind(), quote(name), e.ref.GetApiVersion(), e.account)
 }
 func (e *notCachedError) Is(target error) bool { return target == ErrObjectNotCached }
-
-// inventoryError is an error of the shared inventory as the hub's callers see it: Redis
-// failures are store.ErrUnavailable.
-func inventoryError(ctx context.Context, op string, err error) error {
-	if errors.Is(err, inventory.ErrUnavailable) {
-		return unavailable(ctx, op, err)
-	}
-	return fmt.Errorf("hub: %s: %w", op, err)
-}

@@ -18,10 +18,6 @@ const watchInbox = 1024
 // agent identifier when agentIdentifier is not empty, sorted by identifier then ConnectedAt.
 func (h *Hub) Agents(ctx context.Context, t store.Tenant, agentIdentifier string) ([]Agent, error) {
 	local := h.localAgents(t, agentIdentifier)
-	if h.rdb == nil {
-		sortAgents(local)
-		return local, nil
-	}
 	remote, err := h.listPresence(ctx, t)
 	if err != nil {
 		return nil, err
@@ -87,23 +83,7 @@ func (h *Hub) isLocalStream(t store.Tenant, agent, streamID string) bool {
 // Accounts lists the tenant's agent identifiers connected now or within the grace period,
 // sorted by name.
 func (h *Hub) Accounts(ctx context.Context, t store.Tenant) ([]Account, error) {
-	if h.rdb != nil {
-		return h.redisAccounts(ctx, t)
-	}
-	now := h.now()
-	h.mu.Lock()
-	var out []Account
-	for name, st := range h.agents[t] {
-		switch {
-		case len(st.streams) > 0:
-			out = append(out, Account{Name: name, Connected: true})
-		case h.inGrace(st.lastSeen, now):
-			out = append(out, Account{Name: name})
-		}
-	}
-	h.mu.Unlock()
-	slices.SortFunc(out, func(a, b Account) int { return cmp.Compare(a.Name, b.Name) })
-	return out, nil
+	return h.sharedAccounts(ctx, t)
 }
 
 // inGrace reports whether an account last seen at lastSeen is still kept at now.
@@ -117,17 +97,9 @@ func (h *Hub) checkAccount(ctx context.Context, k agentKey) error {
 	if !ValidIdentifier(k.agent) {
 		return &unknownAccountError{account: k.agent}
 	}
-	var known bool
-	if h.rdb != nil {
-		var err error
-		if known, err = h.redisAccountKnown(ctx, k); err != nil {
-			return err
-		}
-	} else {
-		h.mu.Lock()
-		st := h.agentLocked(k, false)
-		known = st != nil && (len(st.streams) > 0 || h.inGrace(st.lastSeen, h.now()))
-		h.mu.Unlock()
+	known, err := h.accountKnown(ctx, k)
+	if err != nil {
+		return err
 	}
 	if !known {
 		return &unknownAccountError{account: k.agent}
@@ -225,14 +197,11 @@ func (h *Hub) watch(ctx context.Context, w *watcher, current []Agent, out chan<-
 			return
 		}
 	}
-	// With Redis, events can be lost (a replica dies, Redis restarts); re-reading the
-	// presence every interval repairs that.
-	var reconcile <-chan time.Time
-	if h.rdb != nil {
-		t := time.NewTicker(h.cfg.HeartbeatInterval)
-		defer t.Stop()
-		reconcile = t.C
-	}
+	// Events can be lost (a replica dies, Redis restarts); re-reading the presence every
+	// interval repairs that.
+	reconcileTicker := time.NewTicker(h.cfg.HeartbeatInterval)
+	defer reconcileTicker.Stop()
+	reconcile := reconcileTicker.C
 	for {
 		select {
 		case <-ctx.Done():

@@ -174,7 +174,7 @@ func (h *Hub) send(ctx context.Context, t store.Tenant, agent string, cmd *hubv1
 // route finds a home for a command no local stream took: another replica holding the agent,
 // or a wait for an agent the hub told to reconnect. Otherwise it fails the command.
 func (h *Hub) route(ctx context.Context, p *pending) {
-	if h.rdb != nil && p.hops < maxHops {
+	if p.hops < maxHops {
 		res, err := h.forward(ctx, p)
 		if !errors.Is(err, errNoRemote) {
 			h.complete(p, res, err)
@@ -227,14 +227,14 @@ func (h *Hub) expectReconnect(ctx context.Context, k agentKey) (bool, error) {
 	st := h.agentLocked(k, false)
 	local := st != nil && h.now().Before(st.reconnectUntil)
 	h.mu.Unlock()
-	if local || h.rdb == nil {
-		return local, nil
+	if local {
+		return true, nil
 	}
-	n, err := h.rdb.Exists(ctx, keyReconnecting(k)).Result()
+	back, err := h.presence.ExpectedBack(ctx, k.tenant, k.agent)
 	if err != nil {
-		return false, unavailable(ctx, "look up agent", err)
+		return false, sharedError(ctx, "look up agent", err)
 	}
-	return n > 0, nil
+	return back, nil
 }
 
 // placeLocked queues p on the least busy open stream of its agent and reports whether one
@@ -303,7 +303,7 @@ func (h *Hub) rehomeLocked(p *pending) {
 		return
 	}
 	h.parkLocked(p)
-	if h.rdb != nil && p.hops < maxHops {
+	if p.hops < maxHops {
 		h.wg.Go(func() { h.forwardParked(p) })
 	}
 }

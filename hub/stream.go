@@ -55,6 +55,7 @@ type stream struct {
 	closing    bool
 	goodbye    *hubv1.Goodbye // set with closing, before stop is closed; nil when the hub says nothing
 	expectBack bool           // the hub told the agent to reconnect
+	closedAt   time.Time      // when closing began: the account was last seen then
 	inflight   map[*pending]struct{}
 
 	// Owned by the stream's handler goroutine.
@@ -551,9 +552,7 @@ func (h *Hub) register(s *stream) {
 	h.m.streams.Inc()
 	s.log.Info("agent connected", "instance", agent.AgentInstanceUUID, "version", agent.AgentVersion,
 		"ip", agent.IPAddress, "client", agent.ClientID, "resent", len(waiting))
-	if h.rdb != nil {
-		h.storePresence(s.key, agent)
-	}
+	h.storePresence(s.key, agent)
 }
 
 // beginCloseLocked starts closing s: it stops routing to it, fails the commands it already
@@ -563,6 +562,7 @@ func (h *Hub) beginCloseLocked(s *stream, gb *hubv1.Goodbye) {
 		return
 	}
 	s.closing = true
+	s.closedAt = h.now()
 	s.goodbye = gb
 	close(s.stop)
 	if st := h.agentLocked(s.key, false); st != nil {
@@ -617,6 +617,7 @@ func (h *Hub) unregister(s *stream) {
 	agent := s.agent
 	gb := s.goodbye
 	expectBack := s.expectBack
+	closedAt := s.closedAt
 	h.notifyLocked(s.key.tenant, AgentEvent{Type: AgentDisconnected, Agent: agent})
 	h.mu.Unlock()
 
@@ -626,9 +627,7 @@ func (h *Hub) unregister(s *stream) {
 	h.m.streams.Dec()
 	h.m.closed.WithLabelValues(closeReason(gb)).Inc()
 	s.log.Info("agent disconnected", "handed_on", len(unsent))
-	if h.rdb != nil {
-		h.removePresence(s.key, agent, expectBack)
-	}
+	h.removePresence(s.key, agent, closedAt, expectBack)
 	if last {
 		// The shared inventory stays for the grace period, this replica's part in it ends.
 		h.shared.Release(s.key.inventoryKey())
