@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,6 +23,68 @@ import (
 // Example serves the hub, lets an agent dial in, and sends it a command.
 func Example() {
 	ctx, cancel := context.WithCancel(context.Background())
+	h, tenant, url, stop := serveExample(ctx)
+
+	// An agent dials in, says Hello, and answers commands.
+	welcomed := make(chan struct{})
+	go runAgent(ctx, url, welcomed, nil)
+	<-welcomed
+
+	res, err := h.Send(ctx, tenant, "cluster-1", &hubv1.Command{
+		Action: &hubv1.Command_ListNamespaces{ListNamespaces: &hubv1.ListNamespacesAction{}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(res.Outcome, res.GetNamespaces().GetNames())
+	agents, _ := h.Agents(ctx, tenant, "")
+	fmt.Println(agents[0].AgentIdentifier, agents[0].IPAddress)
+	_, err = h.Send(ctx, tenant, "cluster-2", &hubv1.Command{})
+	fmt.Println(err, errors.Is(err, hub.ErrOutcomeUnknown))
+
+	// Stopping Run says Goodbye to every agent.
+	cancel()
+	stop()
+	// Output:
+	// OUTCOME_SUCCEEDED [default kube-system]
+	// cluster-1 127.0.0.1
+	// agent 'cluster-2' is not connected false
+}
+
+// ExampleHub_Subscribe follows an account's inventory and reads the objects that change.
+func ExampleHub_Subscribe() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h, tenant, url, stop := serveExample(ctx)
+	sub := h.Subscribe(tenant, "cluster-1", 0)
+	defer sub.Close()
+
+	// The agent reports a Deployment once welcomed.
+	api := &hubv1.Resource{
+		Ref:             &hubv1.ObjectReference{ApiVersion: "apps/v1", Kind: "Deployment", Namespace: "web", Name: "api"},
+		ResourceVersion: "42",
+		Object:          []byte(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"api","namespace":"web"}}`),
+	}
+	welcomed := make(chan struct{})
+	go runAgent(ctx, url, welcomed, []*hubv1.Resource{api})
+
+	c := <-sub.C()
+	fmt.Println(c.Account, c.Ref.GetKind(), c.Ref.GetName(), c.Deleted, c.Resync)
+	obj, err := h.CachedObject(ctx, tenant, c.Account, c.Ref)
+	fmt.Println(obj.GetResourceVersion(), err)
+	_, err = h.CachedObject(ctx, tenant, c.Account, &hubv1.ObjectReference{ApiVersion: "apps/v1", Kind: "Deployment", Namespace: "web", Name: "gone"})
+	fmt.Println(errors.Is(err, hub.ErrObjectNotCached))
+
+	cancel()
+	stop()
+	// Output:
+	// cluster-1 Deployment api false false
+	// 42 <nil>
+	// true
+}
+
+// serveExample starts a hub on a loopback listener and returns it, its tenant, its URL and
+// a function that waits for Run to end (once ctx is done) and closes the server.
+func serveExample(ctx context.Context) (*hub.Hub, store.Tenant, string, func()) {
 	h := hub.New(slog.New(slog.DiscardHandler), hub.Config{})
 	runDone := make(chan error, 1)
 	go func() { runDone <- h.Run(ctx) }()
@@ -43,36 +106,15 @@ func Example() {
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Handler: mux, Protocols: &protocols}
 	go func() { _ = srv.Serve(ln) }()
-
-	// An agent dials in, says Hello, and answers commands.
-	welcomed := make(chan struct{})
-	go runAgent(ctx, "http://"+ln.Addr().String(), welcomed)
-	<-welcomed
-
-	res, err := h.Send(ctx, tenant, "cluster-1", &hubv1.Command{
-		Action: &hubv1.Command_ListNamespaces{ListNamespaces: &hubv1.ListNamespacesAction{}},
-	})
-	if err != nil {
-		panic(err)
+	return h, tenant, "http://" + ln.Addr().String(), func() {
+		<-runDone
+		_ = srv.Close()
 	}
-	fmt.Println(res.Outcome, res.GetNamespaces().GetNames())
-	agents, _ := h.Agents(ctx, tenant, "")
-	fmt.Println(agents[0].AgentIdentifier, agents[0].IPAddress)
-	_, err = h.Send(ctx, tenant, "cluster-2", &hubv1.Command{})
-	fmt.Println(err)
-
-	// Stopping Run says Goodbye to every agent.
-	cancel()
-	<-runDone
-	_ = srv.Close()
-	// Output:
-	// OUTCOME_SUCCEEDED [default kube-system]
-	// cluster-1 127.0.0.1
-	// agent 'cluster-2' is not connected
 }
 
-// runAgent is a minimal agent: Hello, then answer every command until Goodbye.
-func runAgent(ctx context.Context, url string, welcomed chan<- struct{}) {
+// runAgent is a minimal agent: Hello, then report inventory (if any) and answer every
+// command until Goodbye.
+func runAgent(ctx context.Context, url string, welcomed chan<- struct{}, inventory []*hubv1.Resource) {
 	client := &http.Client{Transport: &http2.Transport{
 		AllowHTTP: true,
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
@@ -92,6 +134,9 @@ func runAgent(ctx context.Context, url string, welcomed chan<- struct{}) {
 		}
 		switch m := msg.Message.(type) {
 		case *hubv1.ConnectResponse_Welcome:
+			if len(inventory) > 0 {
+				_ = stream.Send(&hubv1.ConnectRequest{Message: &hubv1.ConnectRequest_InventoryDelta{InventoryDelta: &hubv1.InventoryDelta{Upserts: inventory}}})
+			}
 			close(welcomed)
 		case *hubv1.ConnectResponse_Command:
 			_ = stream.Send(&hubv1.ConnectRequest{Message: &hubv1.ConnectRequest_CommandResult{CommandResult: &hubv1.CommandResult{
