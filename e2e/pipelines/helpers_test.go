@@ -28,7 +28,7 @@ type env struct {
 	admin string
 }
 
-func newEnv(t *testing.T, cfg sortie.ServerConfig) *env {
+func newEnv(t testing.TB, cfg sortie.ServerConfig) *env {
 	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
@@ -40,7 +40,7 @@ func newEnv(t *testing.T, cfg sortie.ServerConfig) *env {
 }
 
 // agent connects an agent of identifier to hubURL and waits until it is an account.
-func (e *env) agent(t *testing.T, hubURL, identifier string) *sortie.Process {
+func (e *env) agent(t testing.TB, hubURL, identifier string) *sortie.Process {
 	t.Helper()
 	id, secret := sortie.AgentCredential(t, e.srv.URL, e.admin, "agent-"+identifier)
 	p := sortie.StartAgent(t, cluster.Kubeconfig(), "agent "+identifier, hubURL, id, secret, identifier)
@@ -111,7 +111,7 @@ func (v pipelineView) target(name string) (status string, weight int, pauseReaso
 }
 
 // start posts a deploy.yml as the Armory CLI does and returns the reply's status and body.
-func (e *env) start(t *testing.T, body any) (int, []byte) {
+func (e *env) start(t testing.TB, body any) (int, []byte) {
 	t.Helper()
 	data, _ := json.Marshal(body)
 	req, _ := http.NewRequest("POST", e.srv.URL+"/pipelines/kubernetes", strings.NewReader(string(data)))
@@ -129,7 +129,7 @@ func (e *env) start(t *testing.T, body any) (int, []byte) {
 }
 
 // mustStart starts a pipeline and returns its id.
-func (e *env) mustStart(t *testing.T, body any) string {
+func (e *env) mustStart(t testing.TB, body any) string {
 	t.Helper()
 	status, reply := e.start(t, body)
 	if status != http.StatusAccepted {
@@ -142,12 +142,12 @@ func (e *env) mustStart(t *testing.T, body any) string {
 	return r.PipelineID
 }
 
-func (e *env) get(t *testing.T, id string) pipelineView {
+func (e *env) get(t testing.TB, id string) pipelineView {
 	t.Helper()
 	return getFrom(t, e.srv.URL, e.admin, id)
 }
 
-func getFrom(t *testing.T, base, tok, id string) pipelineView {
+func getFrom(t testing.TB, base, tok, id string) pipelineView {
 	t.Helper()
 	status, body := sortie.Call(t, "GET", base+"/pipelines/"+id, tok, nil)
 	if status != 200 {
@@ -162,7 +162,7 @@ func getFrom(t *testing.T, base, tok, id string) pipelineView {
 
 // await polls the pipeline, as the Armory CLI does, until cond holds; it fails on a final
 // status cond does not accept.
-func await(t *testing.T, base, tok, id, what string, limit time.Duration, cond func(pipelineView) bool) pipelineView {
+func await(t testing.TB, base, tok, id, what string, limit time.Duration, cond func(pipelineView) bool) pipelineView {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	var v pipelineView
@@ -188,18 +188,18 @@ func final(s string) bool {
 	return false
 }
 
-func (e *env) await(t *testing.T, id, status string) pipelineView {
+func (e *env) await(t testing.TB, id, status string) pipelineView {
 	t.Helper()
 	return await(t, e.srv.URL, e.admin, id, status, 90*time.Second, func(v pipelineView) bool { return v.Status == status })
 }
 
-func (e *env) post(t *testing.T, path string, body any) (int, []byte) {
+func (e *env) post(t testing.TB, path string, body any) (int, []byte) {
 	t.Helper()
 	return sortie.Call(t, "POST", e.srv.URL+path, e.admin, body)
 }
 
 // events reads the pipeline's history.
-func (e *env) events(t *testing.T, id string) []event {
+func (e *env) events(t testing.TB, id string) []event {
 	t.Helper()
 	status, body := sortie.Call(t, "GET", e.srv.URL+"/pipelines/"+id+"/events", e.admin, nil)
 	if status != 200 {
@@ -247,8 +247,10 @@ func canaryApp(app, account, ns, image string, steps ...any) deployYAML {
 }
 
 func weight(w int) any { return map[string]any{"setWeight": map[string]any{"weight": w}} }
-func wait(s int) any  { return map[string]any{"pause": map[string]any{"duration": s, "unit": "SECONDS"}} }
-func approval() any   { return map[string]any{"pause": map[string]any{"untilApproved": true}} }
+func wait(s int) any {
+	return map[string]any{"pause": map[string]any{"duration": s, "unit": "SECONDS"}}
+}
+func approval() any { return map[string]any{"pause": map[string]any{"untilApproved": true}} }
 
 func namespaceYAML(ns string) string {
 	return fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", ns)
@@ -282,7 +284,7 @@ func serviceYAML(name, app string) string {
 }
 
 // kube is a client of the shared cluster.
-func kubeClient(t *testing.T) dynamic.Interface {
+func kubeClient(t testing.TB) dynamic.Interface {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", cluster.Kubeconfig())
 	if err != nil {
@@ -302,7 +304,7 @@ var (
 	deployGVR   = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 )
 
-func rolloutOf(t *testing.T, ns, name string) *unstructured.Unstructured {
+func rolloutOf(t testing.TB, ns, name string) *unstructured.Unstructured {
 	t.Helper()
 	ro, err := kubeClient(t).Resource(rolloutsGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
@@ -317,7 +319,7 @@ func str(obj *unstructured.Unstructured, path ...string) string {
 }
 
 // readyPods counts the Ready pods of app running image.
-func readyPods(t *testing.T, ns, app, image string) int {
+func readyPods(t testing.TB, ns, app, image string) int {
 	t.Helper()
 	list, err := kubeClient(t).Resource(podsGVR).Namespace(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
 	if err != nil {

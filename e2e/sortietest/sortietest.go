@@ -40,7 +40,7 @@ func BuildBinaries() (string, error) {
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
-func FreeAddr(t *testing.T) string {
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,7 +78,7 @@ func (b *syncBuffer) String() string {
 
 // StartProcess starts binary from BinDir with args and kills it when the test ends, printing
 // the tail of its output if the test failed.
-func StartProcess(t *testing.T, name, binary string, args ...string) *Process {
+func StartProcess(t testing.TB, name, binary string, args ...string) *Process {
 	t.Helper()
 	p := &Process{name: name, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(BinDir, binary), args...)
@@ -119,7 +119,7 @@ func tail(s string, n int) string {
 func (p *Process) Output() string { return p.out.String() }
 
 // Stop sends SIGTERM and waits for a clean exit.
-func (p *Process) Stop(t *testing.T) {
+func (p *Process) Stop(t testing.TB) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -155,7 +155,7 @@ type ServerConfig struct {
 }
 
 // StartServer starts sortie-server and waits until /readyz answers 200.
-func StartServer(t *testing.T, cfg ServerConfig) *Server {
+func StartServer(t testing.TB, cfg ServerConfig) *Server {
 	t.Helper()
 	if cfg.Addr == "" {
 		cfg.Addr = FreeAddr(t)
@@ -187,7 +187,7 @@ func StartServer(t *testing.T, cfg ServerConfig) *Server {
 }
 
 // AdminCredential reads the bootstrap credential of a data dir.
-func AdminCredential(t *testing.T, dataDir string) (id, secret string) {
+func AdminCredential(t testing.TB, dataDir string) (id, secret string) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dataDir, "admin-credentials.json"))
 	if err != nil {
@@ -201,7 +201,7 @@ func AdminCredential(t *testing.T, dataDir string) (id, secret string) {
 }
 
 // Token gets an access token with client credentials.
-func Token(t *testing.T, baseURL, id, secret string) string {
+func Token(t testing.TB, baseURL, id, secret string) string {
 	t.Helper()
 	resp, err := http.PostForm(baseURL+"/oauth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}})
 	if err != nil {
@@ -218,7 +218,7 @@ func Token(t *testing.T, baseURL, id, secret string) string {
 }
 
 // Call sends a JSON request and returns the status and body.
-func Call(t *testing.T, method, u, tok string, body any) (int, []byte) {
+func Call(t testing.TB, method, u, tok string, body any) (int, []byte) {
 	t.Helper()
 	var r io.Reader
 	if body != nil {
@@ -240,7 +240,7 @@ func Call(t *testing.T, method, u, tok string, body any) (int, []byte) {
 }
 
 // AgentCredential creates a credential with the Remote Network Agent role.
-func AgentCredential(t *testing.T, baseURL, adminToken, name string) (id, secret string) {
+func AgentCredential(t testing.TB, baseURL, adminToken, name string) (id, secret string) {
 	t.Helper()
 	status, body := Call(t, "POST", baseURL+"/credentials", adminToken, map[string]any{"name": name, "roles": []string{"Remote Network Agent"}})
 	if status != http.StatusCreated {
@@ -252,7 +252,7 @@ func AgentCredential(t *testing.T, baseURL, adminToken, name string) (id, secret
 }
 
 // StartAgent starts sortie-agent against the cluster of kubeconfig.
-func StartAgent(t *testing.T, kubeconfig, name, hubURL, id, secret, identifier string) *Process {
+func StartAgent(t testing.TB, kubeconfig, name, hubURL, id, secret, identifier string) *Process {
 	t.Helper()
 	return StartProcess(t, name, "sortie-agent",
 		"--hub-url", hubURL, "--client-id", id, "--client-secret", secret, "--agent-identifier", identifier,
@@ -268,7 +268,7 @@ type AgentStream struct {
 }
 
 // ConnectedAgents lists the streams of an agent identifier.
-func ConnectedAgents(t *testing.T, baseURL, tok, identifier string) []AgentStream {
+func ConnectedAgents(t testing.TB, baseURL, tok, identifier string) []AgentStream {
 	t.Helper()
 	status, body := Call(t, "GET", baseURL+"/identity/connected-agents?agent-identifier="+identifier, tok, nil)
 	if status != 200 {
@@ -282,7 +282,7 @@ func ConnectedAgents(t *testing.T, baseURL, tok, identifier string) []AgentStrea
 }
 
 // Namespaces asks an account's agent for its namespaces through REST.
-func Namespaces(t *testing.T, baseURL, tok, account string) (int, []string, string) {
+func Namespaces(t testing.TB, baseURL, tok, account string) (int, []string, string) {
 	t.Helper()
 	status, body := Call(t, "GET", baseURL+"/accounts/"+account+"/Namespaces", tok, nil)
 	var names []string
@@ -293,7 +293,7 @@ func Namespaces(t *testing.T, baseURL, tok, account string) (int, []string, stri
 }
 
 // WaitFor polls cond until it holds, failing the test after limit.
-func WaitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+func WaitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -314,7 +314,7 @@ type Proxy struct {
 }
 
 // StartProxy starts a proxy to backends, closed when the test ends.
-func StartProxy(t *testing.T, backends ...string) *Proxy {
+func StartProxy(t testing.TB, backends ...string) *Proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
