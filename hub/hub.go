@@ -427,10 +427,11 @@ func (h *Hub) failParked() {
 			}
 		}
 	}
+	// A forwarded command may have run on the other replica.
 	for id, ch := range h.forwards {
 		delete(h.forwards, id)
 		select {
-		case ch <- &replicationv1.ForwardReply{Error: replicationv1.ForwardReply_ERROR_STREAM_LOST}:
+		case ch <- &replicationv1.ForwardReply{Error: replicationv1.ForwardReply_ERROR_STREAM_LOST, OutcomeUnknown: true}:
 		default:
 		}
 	}
