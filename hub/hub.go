@@ -234,6 +234,12 @@ func WithRedis(rdb redis.UniversalClient) Option {
 	return func(h *Hub) { h.rdb = rdb }
 }
 
+// withShared makes the hub share bus, presence and inventory with other hubs of the process,
+// for tests of replicas without Redis.
+func withShared(b bus.Bus, p presence.Store, i inventory.Store) Option {
+	return func(h *Hub) { h.bus, h.presence, h.shared = b, p, i }
+}
+
 // withHelloTimeout shortens the Hello deadline, for tests.
 func withHelloTimeout(d time.Duration) Option {
 	return func(h *Hub) { h.helloTimeout = d }
@@ -317,12 +323,15 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 		o(h)
 	}
 	h.m = newMetrics(cfg.Registerer)
-	if h.rdb == nil {
+	switch {
+	case h.bus != nil:
+		// Shared in memory (withShared); ready once the bus delivers.
+	case h.rdb == nil:
 		h.bus = bus.NewMemory()
 		h.presence = presence.NewMemory(h.presenceTTL())
 		h.shared = inventory.NewMemory()
 		h.readyOnce.Do(func() { close(h.ready) })
-	} else {
+	default:
 		h.bus = bus.NewRedis(log, h.rdb)
 		h.presence = presence.NewRedis(h.rdb, h.presenceTTL())
 		h.shared = inventory.NewRedis(log, h.rdb, cfg.GracePeriod+h.presenceTTL())

@@ -11,6 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
+	"github.com/sortie-dev/sortie/hub/internal/bus"
+	"github.com/sortie-dev/sortie/hub/internal/inventory"
+	"github.com/sortie-dev/sortie/hub/internal/presence"
 	"github.com/sortie-dev/sortie/store"
 	"github.com/sortie-dev/sortie/store/redistest"
 )
@@ -251,5 +254,38 @@ func TestRedisUnavailable(t *testing.T) {
 	})
 	if got := agentsOf(t, hs.hub, tenantA, ""); len(got) != 1 {
 		t.Errorf("Agents after recovery = %+v", got)
+	}
+}
+
+// TestReplicasInMemory runs two replicas on the in-memory bus, presence and inventory: the
+// routing code is the one that runs on Redis, so commands, inventory and changes cross
+// replicas the same way.
+func TestReplicasInMemory(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	iss := newIssuer(t, time.Hour)
+	cfg := replicaConfig(clock)
+	b, p, i := bus.NewMemory(), presence.NewMemory(3*cfg.HeartbeatInterval), inventory.NewMemory()
+	a := startHub(t, iss, cfg, serverOptions{opts: []Option{withShared(b, p, i)}})
+	bh := startHub(t, iss, cfg, serverOptions{opts: []Option{withShared(b, p, i)}})
+	ctx := context.Background()
+	sub := a.hub.Subscribe(tenantA, "edge", 0)
+	defer sub.Close()
+
+	edge := connectAgent(t, bh, iss, tenantA, "edge", succeed)
+	result, err := a.hub.Send(ctx, tenantA, "edge", &hubv1.Command{Id: "crossing", Action: listNamespaces().Action})
+	if err != nil || result.CommandId != "crossing" {
+		t.Fatalf("Send on A to an agent on B = %v, %v", result, err)
+	}
+	if n := bh.metric(t, "sortie_hub_forwarded_commands_total", "direction", "received"); n != 1 {
+		t.Errorf("B received %v forwarded commands, want 1", n)
+	}
+	edge.mustSend(delta([]*hubv1.Resource{res("apps/v1", "Deployment", "web", "api")}))
+	expectChanges(t, sub, Change{Account: "edge", Ref: ref("apps/v1", "Deployment", "web", "api")})
+	if _, err := a.hub.CachedObject(ctx, tenantA, "edge", ref("apps/v1", "Deployment", "web", "api")); err != nil {
+		t.Errorf("CachedObject on A: %v", err)
+	}
+	if got := agentsOf(t, a.hub, tenantA, ""); len(got) != 1 || got[0].HubInstanceUUID != bh.hub.InstanceID() {
+		t.Errorf("Agents on A = %+v, want edge on B", got)
 	}
 }
