@@ -610,6 +610,20 @@ func TestStartRefusesAndStoresNothing(t *testing.T) {
 	}
 }
 
+func TestKeepDeploymentObjectIsAWarning(t *testing.T) {
+	t.Parallel()
+	e := startEngine(t, "prod-west")
+	b := oneTarget("web", "nginx:1")
+	b.Config = map[string]any{"keepDeploymentObject": true}
+	res, err := e.Start(context.Background(), pipeline.StartRequest{Tenant: tenant, Body: b.JSON(), Actor: admin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) != 1 || res.Warnings[0].Path != "deploymentConfig.keepDeploymentObject" {
+		t.Errorf("warnings %+v, want one about keepDeploymentObject", res.Warnings)
+	}
+}
+
 func oneTargetOn(account string) body {
 	b := oneTarget("web", "nginx:1")
 	b.Targets["prod"]["account"] = account

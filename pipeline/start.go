@@ -35,6 +35,10 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (StartResult, erro
 	if err := e.checkAccounts(ctx, req.Tenant, req.Form, cfg); err != nil {
 		return StartResult{}, err
 	}
+	if cfg.KeepDeploymentObject {
+		warnings = append(warnings, config.Warning{Path: "deploymentConfig.keepDeploymentObject",
+			Message: "Sortie deploys each Deployment as an Argo Rollout of the same name and never creates the Deployment object, so there is none to keep; the key changes nothing"})
+	}
 
 	id := uuid.NewString()
 	now := e.now().UTC()
