@@ -47,6 +47,7 @@ func New(log *slog.Logger, st Store, cl Cluster, sl *seal.Sealer, cfg Config) *E
 		log: log, cfg: cfg, now: cfg.Now, st: st, cl: cl, sealer: sl,
 		queue:   workqueue.NewTypedDelayingQueue[store.PipelineRef](),
 		held:    map[store.PipelineRef]*held{},
+		others:  map[store.PipelineRef]time.Time{},
 		subs:    map[store.Tenant]Changes{},
 		index:   map[string]map[store.PipelineRef]bool{},
 		changed: make(chan struct{}),
@@ -113,6 +114,13 @@ func (e *Engine) scan(ctx context.Context) {
 		active[r] = true
 		e.queue.Add(r)
 	}
+	e.mu.Lock()
+	for r := range e.others {
+		if !active[r] {
+			delete(e.others, r)
+		}
+	}
+	e.mu.Unlock()
 	// A held pipeline that is no longer active (pruned, or finished by a write this replica
 	// did not see) gets one more reconcile, which releases it.
 	e.mu.Lock()
@@ -189,14 +197,25 @@ func (e *Engine) process(ctx context.Context, ref store.PipelineRef) {
 // hold returns the held pipeline, taking its lease when no other replica has it. It returns
 // nil when another replica drives the pipeline.
 func (e *Engine) hold(ctx context.Context, ref store.PipelineRef) (*held, error) {
+	now := e.now()
 	e.mu.Lock()
 	h := e.held[ref]
+	skip := now.Before(e.others[ref])
 	e.mu.Unlock()
 	if h != nil {
 		return h, nil
 	}
-	lease, err := e.st.AcquireLease(ctx, ref, e.cfg.Holder, e.now(), e.cfg.LeaseTTL)
+	if skip {
+		return nil, nil
+	}
+	lease, err := e.st.AcquireLease(ctx, ref, e.cfg.Holder, now, e.cfg.LeaseTTL)
 	if errors.Is(err, store.ErrLeaseHeld) {
+		// Its holder renews every third of the lease; look again after that, so a dead
+		// holder's pipeline is taken within a lease and a third, without asking the store
+		// on every hint and scan meanwhile.
+		e.mu.Lock()
+		e.others[ref] = now.Add(e.cfg.LeaseTTL / 3)
+		e.mu.Unlock()
 		return nil, nil
 	}
 	if err != nil {

@@ -123,8 +123,9 @@ type Engine struct {
 	m      *metrics
 	queue  workqueue.TypedDelayingInterface[store.PipelineRef]
 
-	mu      sync.Mutex // guards held, subs, index and changed
+	mu      sync.Mutex // guards held, others, subs, index and changed
 	held    map[store.PipelineRef]*held
+	others  map[store.PipelineRef]time.Time // pipelines another replica held, and when to try again
 	subs    map[store.Tenant]Changes
 	index   map[string]map[store.PipelineRef]bool // change-feed key -> pipelines to wake
 	changed chan struct{}                         // closed and replaced after every local write
