@@ -76,6 +76,7 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 	g.registerInfraREST()
 	g.registerAgentManifest()
 	g.registerDeployREST()
+	g.registerGraphQL()
 
 	connectOpts := []connect.HandlerOption{
 		connect.WithInterceptors(connectAuth{g: g, scopes: allProcedureScopes()}),
