@@ -32,13 +32,18 @@ func principalFrom(ctx context.Context) identity.Principal {
 	return p
 }
 
-// tokenVerifier is what the auth layer needs of identity.
+// tokenVerifier is what the auth layer needs of identity: identity.Service.Verify checks the
+// token and its credential's current state, so revoked tokens are refused here.
 type tokenVerifier interface {
 	Verify(ctx context.Context, raw string) (identity.Principal, error)
 }
 
 // errNoToken is returned when a protected call carries no bearer token.
 var errNoToken = errors.New("missing bearer token: send Authorization: Bearer <access token> (POST /oauth/token issues one)")
+
+// errCannotCheck is returned when a token's credential cannot be checked (the store is
+// unreachable).
+var errCannotCheck = errors.New("cannot check the access token right now; retry shortly")
 
 // authorize checks the Authorization header against a requirement and returns the caller's
 // principal. It is the single decision point for REST and Connect.
@@ -51,8 +56,12 @@ func authorize(ctx context.Context, v tokenVerifier, header, need string) (ident
 		return identity.Principal{}, http.StatusUnauthorized, errNoToken
 	}
 	p, err := v.Verify(ctx, strings.TrimSpace(raw))
-	if err != nil {
+	switch {
+	case errors.Is(err, identity.ErrInvalidToken):
 		return identity.Principal{}, http.StatusUnauthorized, err
+	case err != nil:
+		// The token's credential could not be checked: refuse, without saying why inside.
+		return identity.Principal{}, http.StatusServiceUnavailable, errCannotCheck
 	}
 	if need != Authenticated && !p.HasScope(need) {
 		return identity.Principal{}, http.StatusForbidden, fmt.Errorf("this operation requires scope %s, which the token does not carry", need)
@@ -134,9 +143,11 @@ func (a connectAuth) authorize(ctx context.Context, procedure string, h http.Hea
 	p, status, err := authorize(ctx, a.g.verifier, h.Get("Authorization"), need)
 	switch status {
 	case 0:
-		return identity.WithPrincipal(ctx, p), nil
+		return context.WithValue(identity.WithPrincipal(ctx, p), requirementKey{}, need), nil
 	case http.StatusForbidden:
 		return ctx, connect.NewError(connect.CodePermissionDenied, err)
+	case http.StatusServiceUnavailable:
+		return ctx, connect.NewError(connect.CodeUnavailable, err)
 	default:
 		return ctx, connect.NewError(connect.CodeUnauthenticated, err)
 	}

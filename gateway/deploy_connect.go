@@ -241,6 +241,8 @@ func forward(ctx context.Context, ch <-chan *pipeline.View, send func(*deployv1.
 }
 
 func (s *deployServer) WatchPipeline(ctx context.Context, req *connect.Request[deployv1.WatchPipelineRequest], stream *connect.ServerStream[deployv1.WatchPipelineResponse]) error {
+	ctx, stop := s.g.authorizedStream(ctx)
+	defer stop()
 	e, err := s.g.engine()
 	if err != nil {
 		return s.err(ctx, err)
@@ -249,12 +251,14 @@ func (s *deployServer) WatchPipeline(ctx context.Context, req *connect.Request[d
 	if err != nil {
 		return s.err(ctx, err)
 	}
-	return forward(ctx, ch, func(p *deployv1.Pipeline) error {
+	return streamEnd(ctx, forward(ctx, ch, func(p *deployv1.Pipeline) error {
 		return stream.Send(&deployv1.WatchPipelineResponse{Pipeline: p})
-	})
+	}))
 }
 
 func (s *deployServer) WatchPipelines(ctx context.Context, _ *connect.Request[deployv1.WatchPipelinesRequest], stream *connect.ServerStream[deployv1.WatchPipelinesResponse]) error {
+	ctx, stop := s.g.authorizedStream(ctx)
+	defer stop()
 	e, err := s.g.engine()
 	if err != nil {
 		return s.err(ctx, err)
@@ -268,9 +272,9 @@ func (s *deployServer) WatchPipelines(ctx context.Context, _ *connect.Request[de
 	if err := stream.Send(nil); err != nil {
 		return err
 	}
-	return forward(ctx, ch, func(p *deployv1.Pipeline) error {
+	return streamEnd(ctx, forward(ctx, ch, func(p *deployv1.Pipeline) error {
 		return stream.Send(&deployv1.WatchPipelinesResponse{Pipeline: p})
-	})
+	}))
 }
 
 func (s *deployServer) ApprovePipeline(ctx context.Context, req *connect.Request[deployv1.ApprovePipelineRequest]) (*connect.Response[deployv1.ApprovePipelineResponse], error) {

@@ -42,10 +42,12 @@ type Gateway struct {
 	// pipelines serves the deployment and pipeline APIs; nil answers them with 503.
 	pipelines Pipelines
 	verifier  tokenVerifier
-	api       huma.API
-	mux       *http.ServeMux
-	reg       *prometheus.Registry
-	requests  *prometheus.CounterVec
+	// streamRecheck is how often server streams re-check their token (authorizedStream).
+	streamRecheck time.Duration
+	api           huma.API
+	mux           *http.ServeMux
+	reg           *prometheus.Registry
+	requests      *prometheus.CounterVec
 }
 
 // Option configures a Gateway.
@@ -59,7 +61,7 @@ func WithPipelines(p Pipelines) Option { return func(g *Gateway) { g.pipelines =
 // New builds the handler tree over the identity service and the agent hub. reg collects the
 // server's metrics and is served at /metrics.
 func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheus.Registry, opts ...Option) *Gateway {
-	g := &Gateway{log: log, id: id, hub: agents, verifier: id.Verifier(), mux: http.NewServeMux(), reg: reg,
+	g := &Gateway{log: log, id: id, hub: agents, verifier: id, mux: http.NewServeMux(), reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sortie_http_requests_total", Help: "HTTP requests served, by method and status code.",
 		}, []string{"method", "code"}),

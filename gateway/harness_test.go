@@ -104,7 +104,8 @@ func startServer(t testing.TB, opts serverOptions) *testServer {
 	ts.hub = hub.New(log, hub.Config{Registerer: reg})
 	// The engine runs wherever the store keeps pipelines (a backend without them yet serves
 	// the deployment routes as 503).
-	var gwOpts []gateway.Option
+	// Streams re-check their token often, so tests of revocation wait little.
+	gwOpts := []gateway.Option{gateway.WithStreamRecheck(50 * time.Millisecond)}
 	runners := []func(context.Context) error{ts.hub.Run}
 	if ps, ok := st.(pipeline.Store); ok {
 		sealer, err := seal.New(ts.masterKey, "pipelines")

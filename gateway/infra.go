@@ -236,6 +236,8 @@ func (s *infraServer) ListResources(ctx context.Context, req *connect.Request[in
 }
 
 func (s *infraServer) WatchAgents(ctx context.Context, _ *connect.Request[infrav1.WatchAgentsRequest], stream *connect.ServerStream[infrav1.WatchAgentsResponse]) error {
+	ctx, stop := s.g.authorizedStream(ctx)
+	defer stop()
 	events, err := s.g.hub.WatchAgents(ctx, principalFrom(ctx).Tenant())
 	if err != nil {
 		return connectError(ctx, s.g.log, err)
@@ -246,8 +248,8 @@ func (s *infraServer) WatchAgents(ctx context.Context, _ *connect.Request[infrav
 			typ = infrav1.WatchAgentsResponse_TYPE_DISCONNECTED
 		}
 		if err := stream.Send(&infrav1.WatchAgentsResponse{Type: typ, Agent: agentPB(ev.Agent)}); err != nil {
-			return err
+			return streamEnd(ctx, err)
 		}
 	}
-	return nil
+	return streamEnd(ctx, nil)
 }

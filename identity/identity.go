@@ -49,6 +49,10 @@ type Config struct {
 	// BootstrapWait is how long Bootstrap waits for another replica's bootstrap to finish;
 	// zero means 15 s.
 	BootstrapWait time.Duration
+	// CredentialCheckTTL is how long a replica trusts what it last read of a credential when
+	// checking a token; zero means DefaultCredentialCheckTTL. A credential deleted, or whose
+	// roles changed, on another replica stops working here within it.
+	CredentialCheckTTL time.Duration
 }
 
 // Service is the identity service: token issuance and the tenant's admin operations.
@@ -68,6 +72,8 @@ type Service struct {
 	byAddress *failureLimiter
 	issued    prometheus.Counter
 	failures  *prometheus.CounterVec
+	tokens    *tokenCache
+	creds     *credentialCache
 
 	bootstrapWait time.Duration
 
@@ -106,6 +112,8 @@ func New(ctx context.Context, log *slog.Logger, st store.Store, cfg Config) (*Se
 		now:       now,
 		byClient:  newFailureLimiter(maxFailuresPerClient, failureWindowLength, now),
 		byAddress: newFailureLimiter(maxFailuresPerAddress, failureWindowLength, now),
+		tokens:    newTokenCache(now),
+		creds:     newCredentialCache(cmp.Or(cfg.CredentialCheckTTL, DefaultCredentialCheckTTL), now),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sortie_tokens_issued_total", Help: "Access tokens issued by the token endpoint.",
 		}),
@@ -123,7 +131,8 @@ func New(ctx context.Context, log *slog.Logger, st store.Store, cfg Config) (*Se
 // Keys returns the keyring, for the JWKS route and key maintenance.
 func (s *Service) Keys() *Keyring { return s.keys }
 
-// Verifier returns the token verifier.
+// Verifier returns the token verifier, which checks a token's signature and claims only;
+// Verify also checks its credential.
 func (s *Service) Verifier() *Verifier { return s.verifier }
 
 // Issuer returns the token issuer.
@@ -409,11 +418,13 @@ func (s *Service) createCredential(ctx context.Context, t store.Tenant, name str
 	return cred, secret, nil
 }
 
-// DeleteCredential deletes a credential of the caller's environment.
+// DeleteCredential deletes a credential of the caller's environment. Its tokens stop
+// working at once on this replica and within CredentialCheckTTL on the others.
 func (s *Service) DeleteCredential(ctx context.Context, p Principal, id string) error {
 	if err := s.st.DeleteCredential(ctx, p.Tenant(), id); err != nil {
 		return fmt.Errorf("credential %q: %w", id, err)
 	}
+	s.creds.forget(id)
 	s.log.Info("credential deleted", "tenant", p.Tenant().String(), "client_id", id)
 	return nil
 }
@@ -428,7 +439,8 @@ func (s *Service) CredentialRoles(ctx context.Context, p Principal, id string) (
 }
 
 // SetCredentialRoles replaces the roles of a credential of the caller's environment. Tokens
-// already issued keep their scopes until they expire.
+// already issued lose the scopes of removed roles (at once on this replica, within
+// CredentialCheckTTL on the others) and gain none.
 func (s *Service) SetCredentialRoles(ctx context.Context, p Principal, id string, roles []string) ([]string, error) {
 	var verr ValidationError
 	validateRoles(&verr, "roles", roles)
@@ -442,6 +454,7 @@ func (s *Service) SetCredentialRoles(ctx context.Context, p Principal, id string
 	if err != nil {
 		return nil, fmt.Errorf("credential %q: %w", id, err)
 	}
+	s.creds.forget(id)
 	s.log.Info("credential roles set", "tenant", p.Tenant().String(), "client_id", id, "roles", roles)
 	return c.Roles, nil
 }
