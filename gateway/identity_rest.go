@@ -160,7 +160,7 @@ func (g *Gateway) registerIdentityREST() {
 		OperationID: "delete-credential", Method: http.MethodDelete, Path: "/credentials/{id}",
 		DefaultStatus: http.StatusNoContent, Tags: tags,
 		Summary: "Delete a machine credential", Errors: []int{http.StatusNotFound},
-		Description: "Tokens already issued to it stay valid until they expire.",
+		Description: "Its tokens stop working at once: within seconds on every replica.",
 	}, func(ctx context.Context, in *credentialIDInput) (*struct{}, error) {
 		if err := g.id.DeleteCredential(ctx, principalFrom(ctx), in.ID); err != nil {
 			return nil, restError(ctx, g.log, err)
@@ -182,7 +182,7 @@ func (g *Gateway) registerIdentityREST() {
 	register(g, identity.ScopeManageCredentials, huma.Operation{
 		OperationID: "set-credential-roles", Method: http.MethodPut, Path: "/credentials/{id}/roles",
 		Summary: "Replace the roles of a machine credential", Tags: tags, Errors: []int{http.StatusNotFound},
-		Description: "Tokens already issued keep their scopes until they expire.",
+		Description: "Tokens already issued lose the scopes of removed roles within seconds, on every replica, and gain none.",
 	}, func(ctx context.Context, in *setRolesInput) (*bodyOut[[]string], error) {
 		roles, err := g.id.SetCredentialRoles(ctx, principalFrom(ctx), in.ID, in.Body)
 		if err != nil {
