@@ -1,13 +1,20 @@
 // Command sortie-bench runs Sortie's process-level benchmarks (quality.md, Benchmarks):
 //
 //	sortie-bench agents [flags]
+//	sortie-bench pipelines [flags]
 //
-// starts a real sortie-server and holds simulated agents against it, each on its own
+// agents starts a real sortie-server and holds simulated agents against it, each on its own
 // HTTP/2 connection, split over child processes: it measures the server's memory per idle
 // agent against bare connect-go streams held by a trivial server in the same run, then
 // restarts the server and measures the reconnect storm. Results are printed as a table and,
-// with -json, written as JSON. Everything stays on loopback, and every child process and
-// temporary file is gone when it ends.
+// with -json, written as JSON.
+//
+// pipelines runs many concurrent canary pipelines through real sortie-server processes (one,
+// and two replicas on a private Redis) against simulated agents, and reports reconcile
+// latency, wall time and memory per active pipeline at a few sizes.
+//
+// Everything stays on loopback, and every child process and temporary file is gone when it
+// ends.
 //
 // The subcommands simulate and bare-server are the child processes it starts.
 package main
@@ -35,10 +42,11 @@ func main() {
 	}
 }
 
-const usage = `Usage: sortie-bench agents [flags]
+const usage = `Usage: sortie-bench agents|pipelines [flags]
 
-Runs the idle-agents memory benchmark and the reconnect storm against a real sortie-server.
-'sortie-bench agents -h' lists the flags.`
+agents     the idle-agents memory benchmark and the reconnect storm against a real sortie-server
+pipelines  many concurrent pipelines on simulated agents, one server and two replicas on Redis
+'sortie-bench <command> -h' lists the flags.`
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -48,6 +56,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "agents":
 		return runAgents(ctx, args[1:], stdout, stderr)
+	case "pipelines":
+		return runPipelines(ctx, args[1:], stdout, stderr)
 	case "simulate": // a child of agents
 		return runSimulate(ctx, args[1:], stdin, stdout, stderr)
 	case "bare-server": // a child of agents

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// serverSet is the sortie-server processes of one run: one, or two replicas on a Redis.
+type serverSet struct {
+	servers []*child
+	urls    []string // base URL of each server, same order
+	redis   *child   // nil for one server
+	// adminCreds is the bootstrap credential file of the first server.
+	adminCreds string
+}
+
+// stop ends every process of the set.
+func (s *serverSet) stop() {
+	for _, c := range s.servers {
+		c.stop(15 * time.Second)
+	}
+	if s.redis != nil {
+		s.redis.stop(5 * time.Second)
+	}
+}
+
+// alive returns the failure of the first process that exited, or nil.
+func (s *serverSet) alive() error {
+	for _, c := range append(append([]*child(nil), s.servers...), s.redis) {
+		if c != nil && c.exited() {
+			return c.failure()
+		}
+	}
+	return nil
+}
+
+// startServerSet starts the servers of topology in dir and waits until each answers /readyz.
+// Replicas share the Redis, the master key and the public URL (the tokens' issuer), as the
+// README says they must.
+func startServerSet(ctx context.Context, b *bench, cfg pipelinesConfig, topology, dir string) (*serverSet, error) {
+	set := &serverSet{}
+	var shared []string
+	replicas := 1
+	if topology == topologyReplicas {
+		replicas = 2
+		redis, url, err := startRedis(ctx, cfg.RedisBin, filepath.Join(dir, "redis"))
+		if err != nil {
+			return nil, err
+		}
+		set.redis = redis
+		shared = []string{"--redis-url", url, "--public-url", "http://sortie-bench.invalid"}
+	}
+	for i := range replicas {
+		addr, err := freePort()
+		if err != nil {
+			set.stop()
+			return nil, err
+		}
+		dataDir := filepath.Join(dir, fmt.Sprintf("server-%d", i))
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			set.stop()
+			return nil, err
+		}
+		args := []string{"--addr", addr, "--data-dir", dataDir, "--log-level", cfg.ServerLogLevel,
+			"--pipeline-resync", cfg.Resync.String(), "--pipeline-lease-ttl", cfg.LeaseTTL.String()}
+		args = append(args, shared...)
+		if i > 0 {
+			// Replicas after the first decrypt with its master key.
+			args = append(args, "--master-key-file", filepath.Join(dir, "server-0", "master.key"))
+		}
+		srv, err := startChild(childSpec{
+			name: fmt.Sprintf("sortie-server %d", i), bin: b.serverBin, dropEnvPrefix: "SORTIE_",
+			logPath: filepath.Join(dir, fmt.Sprintf("sortie-server-%d.log", i)), args: args,
+		})
+		if err != nil {
+			set.stop()
+			return nil, err
+		}
+		set.servers, set.urls = append(set.servers, srv), append(set.urls, "http://"+addr)
+		if err := waitReady(ctx, srv, "http://"+addr, time.Minute); err != nil {
+			set.stop()
+			return nil, err
+		}
+		if i == 0 {
+			set.adminCreds = filepath.Join(dataDir, "admin-credentials.json")
+		}
+	}
+	return set, nil
+}
+
+// waitReady polls baseURL/readyz until it answers 200, c exits, or timeout passes.
+func waitReady(ctx context.Context, c *child, baseURL string, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := client.Get(baseURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if c.exited() {
+			return c.failure()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s is not ready after %s\n%s", c.name, timeout, tail(c.logPath, 20))
+		}
+		select {
+		case <-ctx.Done():
+			return errStopped
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// startRedis starts a private redis-server without persistence, listening only on a unix
+// socket in dir, and returns it with its URL once it answers PING.
+func startRedis(ctx context.Context, bin, dir string) (*child, string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	sock := filepath.Join(dir, "redis.sock")
+	if len(sock) > 100 {
+		return nil, "", fmt.Errorf("redis socket path %s is too long for a unix socket; set a shorter TMPDIR", sock)
+	}
+	c, err := startChild(childSpec{
+		name: "redis-server", bin: bin, logPath: filepath.Join(dir, "redis.log"),
+		args: []string{"--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", dir},
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("%w (install redis-server, or pass -redis-server, or -topologies single)", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if pingRedis(sock) == nil {
+			return c, "unix://" + sock, nil
+		}
+		if c.exited() {
+			return nil, "", c.failure()
+		}
+		if time.Now().After(deadline) {
+			c.stop(time.Second)
+			return nil, "", fmt.Errorf("redis-server does not answer PING after 10s\n%s", tail(c.logPath, 20))
+		}
+		select {
+		case <-ctx.Done():
+			c.stop(time.Second)
+			return nil, "", errStopped
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// pingRedis sends one PING over the socket and expects PONG.
+func pingRedis(sock string) error {
+	conn, err := net.DialTimeout("unix", sock, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(conn, "PING\r\n"); err != nil {
+		return err
+	}
+	reply, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if reply != "+PONG\r\n" {
+		return fmt.Errorf("PING answered %q", reply)
+	}
+	return nil
+}
