@@ -167,7 +167,12 @@ func facts(p *pipelineView, now time.Time) []fact {
 	if p.Message != "" {
 		head += ": " + p.Message
 	}
-	out := []fact{{"pipeline", head}}
+	// Decisions first: they cause what follows in the same read.
+	out := make([]fact, 0, len(p.Decisions)+1+len(p.Environments))
+	for i, d := range p.Decisions {
+		out = append(out, fact{fmt.Sprintf("decision/%d", i), decisionLine(d)})
+	}
+	out = append(out, fact{"pipeline", head})
 	for _, tg := range p.Environments {
 		line := fmt.Sprintf("target %s: %s, step %d/%d, weight %d%%", tg.Name, tg.Status, tg.CurrentStep, tg.TotalSteps, tg.Weight)
 		if tp := tg.PauseInfo; tp != nil {
@@ -181,9 +186,6 @@ func facts(p *pipelineView, now time.Time) []fact {
 			line += ": " + tg.Message
 		}
 		out = append(out, fact{"target/" + tg.Name, line})
-	}
-	for i, d := range p.Decisions {
-		out = append(out, fact{fmt.Sprintf("decision/%d", i), decisionLine(d)})
 	}
 	return out
 }
