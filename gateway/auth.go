@@ -109,6 +109,9 @@ func register[I, O any](g *Gateway, need string, op huma.Operation, handler func
 		op.Metadata = map[string]any{}
 	}
 	op.Metadata[scopeKey] = need
+	if hasJSONBody[I]() {
+		op.Metadata[jsonBodyKey] = true
+	}
 	op.MaxBodyBytes = maxBodyBytes
 	switch need {
 	case Public:

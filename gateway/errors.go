@@ -163,6 +163,8 @@ func errorStatus(err error) (int, string, []error) {
 		return http.StatusServiceUnavailable, "a dependency of the server is unavailable; retry shortly", nil
 	case errors.Is(err, identity.ErrInvalidToken):
 		return http.StatusUnauthorized, err.Error(), nil
+	case errors.Is(err, identity.ErrEscalation):
+		return http.StatusForbidden, err.Error(), nil
 	case errors.Is(err, hub.ErrNotConnected), errors.Is(err, hub.ErrUnknownAccount):
 		return http.StatusUnprocessableEntity, err.Error(), nil
 	case errors.Is(err, hub.ErrTimeout):
@@ -224,6 +226,8 @@ func connectError(ctx context.Context, log *slog.Logger, err error) error {
 		code = connect.CodeAborted
 	case http.StatusUnauthorized:
 		code = connect.CodeUnauthenticated
+	case http.StatusForbidden:
+		code = connect.CodePermissionDenied
 	default:
 		id := uuid.NewString()
 		log.ErrorContext(ctx, "request failed", "error_id", id, "err", err)

@@ -71,7 +71,7 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 	}
 	reg.MustRegister(g.requests)
 	g.api = humago.New(g.mux, apiConfig())
-	g.api.UseMiddleware(g.restAuth)
+	g.api.UseMiddleware(g.restAuth, g.refuseDuplicateKeys)
 
 	g.registerOIDC()
 	g.registerIdentityREST()
@@ -83,6 +83,10 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 	connectOpts := []connect.HandlerOption{
 		connect.WithInterceptors(connectAuth{g: g, scopes: allProcedureScopes()}),
 		connect.WithReadMaxBytes(maxBodyBytes),
+		// Unknown fields are refused, as REST refuses unknown properties.
+		connect.WithCodec(strictProtoCodec{}),
+		connect.WithCodec(strictJSONCodec{name: "json"}),
+		connect.WithCodec(strictJSONCodec{name: "json; charset=utf-8"}),
 	}
 	g.mux.Handle(identityv1connect.NewIdentityServiceHandler(&identityServer{g: g}, connectOpts...))
 	g.mux.Handle(infrav1connect.NewInfrastructureServiceHandler(&infraServer{g: g}, connectOpts...))

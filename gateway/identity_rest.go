@@ -113,7 +113,8 @@ func (g *Gateway) registerIdentityREST() {
 		Summary: "Create an environment in the caller's organization",
 		Description: "Also creates an Organization Admin credential in the new environment and returns " +
 			"its secret, this once: a credential only ever acts inside its own environment. A name " +
-			"that exists already is a 409 and changes nothing.",
+			"that exists already is a 409 and changes nothing. Only a caller holding every scope may " +
+			"create one (403 otherwise).",
 		Errors: []int{http.StatusConflict},
 	}, func(ctx context.Context, in *createEnvironmentInput) (*bodyOut[NewEnvironment], error) {
 		created, err := g.id.CreateEnvironment(ctx, principalFrom(ctx), in.Body.Name)
@@ -145,9 +146,10 @@ func (g *Gateway) registerIdentityREST() {
 	register(g, identity.ScopeManageCredentials, huma.Operation{
 		OperationID: "create-credential", Method: http.MethodPost, Path: "/credentials",
 		DefaultStatus: http.StatusCreated, Tags: tags,
-		Summary:     "Create a machine credential in the caller's environment",
-		Description: "The reply holds the client secret; it is never shown again. A name that exists already in the environment is a 409 and changes nothing.",
-		Errors:      []int{http.StatusConflict},
+		Summary: "Create a machine credential in the caller's environment",
+		Description: "The reply holds the client secret; it is never shown again. A name that exists already in the environment is a 409 and changes nothing. " +
+			"A role granting a scope the caller's token does not carry is a 403: nobody grants more than they hold.",
+		Errors: []int{http.StatusConflict},
 	}, func(ctx context.Context, in *createCredentialInput) (*bodyOut[NewCredential], error) {
 		cred, secret, err := g.id.CreateCredential(ctx, principalFrom(ctx), in.Body.Name, in.Body.Roles)
 		if err != nil {
@@ -182,7 +184,8 @@ func (g *Gateway) registerIdentityREST() {
 	register(g, identity.ScopeManageCredentials, huma.Operation{
 		OperationID: "set-credential-roles", Method: http.MethodPut, Path: "/credentials/{id}/roles",
 		Summary: "Replace the roles of a machine credential", Tags: tags, Errors: []int{http.StatusNotFound},
-		Description: "Tokens already issued lose the scopes of removed roles within seconds, on every replica, and gain none.",
+		Description: "Tokens already issued lose the scopes of removed roles within seconds, on every replica, and gain none. " +
+			"A role granting a scope the caller's token does not carry is a 403.",
 	}, func(ctx context.Context, in *setRolesInput) (*bodyOut[[]string], error) {
 		roles, err := g.id.SetCredentialRoles(ctx, principalFrom(ctx), in.ID, in.Body)
 		if err != nil {

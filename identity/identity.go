@@ -347,6 +347,11 @@ func (s *Service) CreateEnvironment(ctx context.Context, p Principal, name strin
 	if err := verr.errOrNil(); err != nil {
 		return NewEnvironment{}, err
 	}
+	// The new environment comes with an Organization Admin: only a caller holding every scope
+	// may create one.
+	if err := mayGrant(p, []string{RoleOrganizationAdmin}); err != nil {
+		return NewEnvironment{}, err
+	}
 	env := store.Environment{ID: uuid.NewString(), OrgID: p.OrgID, Name: name, CreatedAt: s.now().UTC()}
 	if err := s.st.CreateEnvironment(ctx, env); err != nil {
 		return NewEnvironment{}, fmt.Errorf("environment %q: %w", name, err)
@@ -373,6 +378,24 @@ func validateRoles(verr *ValidationError, field string, roles []string) {
 	}
 }
 
+// ErrEscalation is returned (wrapped, naming the role and scope) when a caller tries to grant
+// a role with a scope its own token does not carry: nobody can grant more than they hold.
+var ErrEscalation = errors.New("cannot grant a role with a scope the caller does not hold")
+
+// mayGrant refuses roles granting a scope p does not hold.
+func mayGrant(p Principal, roles []string) error {
+	for _, name := range roles {
+		r, _ := roleByName(name)
+		for _, sc := range r.Scopes {
+			if !p.HasScope(sc) {
+				return fmt.Errorf("%w: role %q grants scope %s, which your token does not carry; you can grant only roles whose scopes you hold",
+					ErrEscalation, name, sc)
+			}
+		}
+	}
+	return nil
+}
+
 func validCredentialName(name string) bool {
 	if name == "" || utf8.RuneCountInString(name) > 128 || !utf8.ValidString(name) {
 		return false
@@ -382,7 +405,8 @@ func validCredentialName(name string) bool {
 
 // CreateCredential creates a machine credential in the caller's environment and returns it
 // with its secret, which is shown only this once. Names are unique per environment, so
-// running the same creation twice creates nothing the second time (409).
+// running the same creation twice creates nothing the second time (409). A role granting a
+// scope p does not hold is refused with ErrEscalation.
 func (s *Service) CreateCredential(ctx context.Context, p Principal, name string, roles []string) (store.Credential, string, error) {
 	var verr ValidationError
 	if !validCredentialName(name) {
@@ -390,6 +414,9 @@ func (s *Service) CreateCredential(ctx context.Context, p Principal, name string
 	}
 	validateRoles(&verr, "roles", roles)
 	if err := verr.errOrNil(); err != nil {
+		return store.Credential{}, "", err
+	}
+	if err := mayGrant(p, roles); err != nil {
 		return store.Credential{}, "", err
 	}
 	return s.createCredential(ctx, p.Tenant(), name, roles)
@@ -445,6 +472,9 @@ func (s *Service) SetCredentialRoles(ctx context.Context, p Principal, id string
 	var verr ValidationError
 	validateRoles(&verr, "roles", roles)
 	if err := verr.errOrNil(); err != nil {
+		return nil, err
+	}
+	if err := mayGrant(p, roles); err != nil {
 		return nil, err
 	}
 	if roles == nil {
