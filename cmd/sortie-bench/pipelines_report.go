@@ -75,21 +75,25 @@ func (r *pipelineRun) finish() {
 }
 
 func (r *pipelinesResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\nsortie-bench pipelines: canary [%s] over %d simulated agents in one tenant; statuses polled every %gs, resync %gs\n\n",
-		r.Canary, r.Agents, r.PollSeconds, r.ResyncSeconds)
-	const row = "%-9s %5s %9s %8s %8s %9s %9s %9s %9s %9s %11s %11s\n"
-	fmt.Fprintf(w, row, "topology", "N", "succeeded", "v1 all", "starts", "all", "start->", "paused", "change->", "succeeded", "RSS per", "heap per")
-	fmt.Fprintf(w, row, "", "", "", "done s", "sent s", "paused s", "paused p50", "p99", "done p50", "p99", "pipeline", "pipeline")
+	fmt.Fprintf(w, "\nsortie-bench pipelines: canary [%s] over %d simulated agents in one tenant, resync %gs\n\n",
+		r.Canary, r.Agents, r.ResyncSeconds)
+	const row = "%-10s %5s %9s | %7s %7s %7s %7s | %7s %7s | %7s %7s | %9s %9s\n"
+	fmt.Fprintf(w, row, "", "", "", "wall s", "", "", "", "start->", "paused", "change->", "done", "per active", "pipeline")
+	fmt.Fprintf(w, row, "topology", "N", "succeeded", "v1", "starts", "paused", "done", "p50", "p99", "p50", "p99", "RSS", "heap")
 	for _, x := range r.Runs {
 		fmt.Fprintf(w, row, fmt.Sprintf("%s/%d", x.Topology, x.Replicas), fmt.Sprint(x.Pipelines), fmt.Sprint(x.Succeeded),
-			fmt.Sprintf("%.1f", x.FirstVersionsSeconds), fmt.Sprintf("%.1f", x.StartRequestsSeconds), fmt.Sprintf("%.1f", x.AllPausedSeconds),
+			fmt.Sprintf("%.1f", x.FirstVersionsSeconds), fmt.Sprintf("%.1f", x.StartRequestsSeconds),
+			fmt.Sprintf("%.1f", x.AllPausedSeconds), fmt.Sprintf("%.1f", x.FinishSeconds),
 			ms(x.StartToPaused.P50), ms(x.StartToPaused.P99), ms(x.ChangeToSucceeded.P50), ms(x.ChangeToSucceeded.P99),
 			bytesIEC(x.RSSPerPipeline), bytesIEC(x.HeapPerPipeline))
 	}
-	fmt.Fprintf(w, "\nstart->paused: sending a start until the pipeline is PAUSED at its timed pause; change->done: the tick that\n"+
-		"ends every Rollout's pause until the pipeline is SUCCEEDED (both as the engine recorded them in the pipeline's\n"+
-		"history); memory: servers' (summed) RSS and Go heap with N held at\n"+
-		"their pause minus with none active, over N. Total wall time %.1fs.\n", r.WallSeconds)
+	fmt.Fprintf(w, "\n"+
+		"wall: v1 = first versions, first start to all SUCCEEDED; starts = sending the N canary starts until the last 202;\n"+
+		"      paused = first start to the last PAUSED; done = the tick ending every pause to the last SUCCEEDED.\n"+
+		"start->paused: sending a start until the engine recorded its target PAUSED at the timed pause.\n"+
+		"change->done: the tick that ends every Rollout's pause until the engine recorded the pipeline SUCCEEDED.\n"+
+		"memory: the servers' RSS and Go heap in use (summed) with N held at their pause, minus with none active, over N.\n"+
+		"Total wall time %.1fs.\n", r.WallSeconds)
 }
 
 func ms(s float64) string { return fmt.Sprintf("%.0fms", 1000*s) }

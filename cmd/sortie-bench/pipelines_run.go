@@ -279,7 +279,7 @@ func (d *pipelineDriver) startAll(ctx context.Context, n int, version string) ([
 func (d *pipelineDriver) waitSeen(ctx context.Context, ids []string, status string) ([]time.Time, error) {
 	seen := make([]time.Time, len(ids))
 	left := len(ids)
-	err := d.poll(ctx, status+" seen", func() (int, error) {
+	err := d.poll(ctx, "listed "+status, func() (int, error) {
 		got, err := d.clients[0].statuses(ctx, status+","+failedStatuses)
 		if err != nil {
 			return left, err
