@@ -63,6 +63,8 @@ done
 
 step "benchmarks (one short pass so they keep working; see README for real runs)"
 go test -run '^$' -bench . -benchtime 200x $(go list ./... | grep -v /e2e/)
+go run ./cmd/sortie-bench pipelines -pipelines 50 -json "$before/pipelines.json"
+go test -run '^$' -bench Latency -benchtime 3x ./e2e/pipelines
 
 echo
 echo "all test tiers passed"
