@@ -195,6 +195,9 @@ func TestDeployCommandsAndOutputs(t *testing.T) {
 	if w := u.mustRun(t, "deploy", "status", id, "--watch", "-o", "json"); len(strings.Split(strings.TrimSpace(w.stdout), "\n")) != 1 {
 		t.Errorf("status --watch -o json of a finished pipeline: one JSON line expected:\n%s", w.stdout)
 	}
+	if w := u.mustRun(t, "deploy", "status", id, "--watch", "-o", "yaml"); !strings.HasPrefix(w.stdout, "---\n") || decodeYAML[pipelineJSON](t, strings.TrimPrefix(w.stdout, "---\n")).Status != "SUCCEEDED" {
+		t.Errorf("status --watch -o yaml of a finished pipeline:\n%s", w.stdout)
+	}
 
 	// abort: text; a watch of the aborted pipeline exits 1; aborting again is 409, exit 3.
 	id2 := startedID(t, u.mustRun(t, "deploy", "start", "-f", file, "-t", "prod").stdout)
