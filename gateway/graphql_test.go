@@ -245,6 +245,10 @@ func TestGraphQLPipelinesQuery(t *testing.T) {
 			t.Errorf("%s (-want +got):\n%s", c.name, diff)
 		}
 	}
+	r := f.graphQL(t, f.tok, `query ($n: Int) { pipelines(first: $n) { id } }`, map[string]any{"n": 1})
+	if want := `{"data":{"pipelines":[{"id":"` + api + `"}]}}` + "\n"; r.Status != http.StatusOK || string(r.Body) != want {
+		t.Errorf("first: 1 as a variable: %d %s, want %s", r.Status, r.Body, want)
+	}
 	failed := list(map[string]any{"app": "api"})[0]
 	if failed.Status != "FAILED" || failed.Message == nil || *failed.Message == "" || failed.CompletedAtIso8601 == nil {
 		t.Errorf("failed pipeline: %+v", failed)
