@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +20,19 @@ const clusterSlots = 16384
 // Cluster is a private Redis Cluster of masters without replicas, each its own redis-server
 // listening on 127.0.0.1 (a cluster's nodes must reach each other over TCP).
 type Cluster struct {
+	t     testing.TB
 	addrs []string
+	nodes []*node
+}
+
+// node is one cluster node's redis-server; it keeps its ports and directory (and so its
+// nodes.conf, its identity and its slots) across Kill and Restart.
+type node struct {
+	binary    string
+	port, bus int
+	dir       string
+	cmd       *exec.Cmd
+	exited    chan struct{} // closed when cmd has exited; nil while stopped
 }
 
 // NewCluster starts a Redis Cluster of n masters for the test, with the hash slots split
@@ -30,98 +43,175 @@ func NewCluster(t testing.TB, n int) *Cluster {
 	if err != nil {
 		t.Fatalf("redistest: redis-server not found (%v); run ./test.sh, which installs it", err)
 	}
-	c := &Cluster{}
-	var firstPort, firstBus int
-	for i := range n {
-		port, bus := startNode(t, binary)
-		if i == 0 {
-			firstPort, firstBus = port, bus
-		}
-		c.addrs = append(c.addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	c := &Cluster{t: t}
+	for range n {
+		nd := startNode(t, binary)
+		c.nodes = append(c.nodes, nd)
+		c.addrs = append(c.addrs, nd.addr())
 	}
+	t.Cleanup(func() {
+		for _, nd := range c.nodes {
+			nd.kill()
+		}
+	})
+	first := c.nodes[0]
 	for i, addr := range c.addrs {
-		first, last := i*clusterSlots/n, (i+1)*clusterSlots/n-1
-		if _, err := command(addr, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(first), strconv.Itoa(last)); err != nil {
+		lo, hi := i*clusterSlots/n, (i+1)*clusterSlots/n-1
+		if _, err := command(addr, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(lo), strconv.Itoa(hi)); err != nil {
 			t.Fatalf("redistest: assign slots to %s: %v", addr, err)
 		}
 		if i > 0 {
-			if _, err := command(addr, "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(firstPort), strconv.Itoa(firstBus)); err != nil {
+			if _, err := command(addr, "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(first.port), strconv.Itoa(first.bus)); err != nil {
 				t.Fatalf("redistest: join %s to the cluster: %v", addr, err)
 			}
 		}
 	}
+	c.waitHealthy()
+	return c
+}
+
+// waitHealthy waits until every node sees all n nodes and every slot served.
+func (c *Cluster) waitHealthy() {
+	c.t.Helper()
 	for _, addr := range c.addrs {
-		waitFor(t, func() error {
+		waitFor(c.t, func() error {
 			info, err := command(addr, "CLUSTER", "INFO")
 			if err != nil {
 				return err
 			}
-			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", n)) {
+			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", len(c.addrs))) {
 				return fmt.Errorf("cluster not ready: %s", strings.Fields(info)[0])
 			}
 			return nil
 		})
 	}
-	return c
+}
+
+// NodeOf returns the index (in Addrs) of the master serving key's hash slot.
+func (c *Cluster) NodeOf(key string) int {
+	c.t.Helper()
+	slot, err := command(c.addrs[0], "CLUSTER", "KEYSLOT", key)
+	if err != nil {
+		c.t.Fatalf("redistest: CLUSTER KEYSLOT: %v", err)
+	}
+	n, err := strconv.Atoi(slot)
+	if err != nil {
+		c.t.Fatalf("redistest: CLUSTER KEYSLOT = %q", slot)
+	}
+	for i := range c.addrs {
+		if n <= (i+1)*clusterSlots/len(c.addrs)-1 {
+			return i
+		}
+	}
+	c.t.Fatalf("redistest: slot %d out of range", n)
+	return 0
+}
+
+// Save makes master i write its data to disk (SAVE), so that Restart brings it back, as a
+// node with persistence would come back from a crash.
+func (c *Cluster) Save(i int) {
+	c.t.Helper()
+	if _, err := command(c.addrs[i], "SAVE"); err != nil {
+		c.t.Fatalf("redistest: SAVE on %s: %v", c.addrs[i], err)
+	}
+}
+
+// Kill kills master i (SIGKILL, as a crash would): its slots are down, and, once the other
+// masters notice (about a second), so is the whole cluster, as Redis Cluster requires full
+// slot coverage by default. Killing a stopped node does nothing.
+func (c *Cluster) Kill(i int) { c.nodes[i].kill() }
+
+// Restart starts master i again on its address with its cluster configuration (its data is
+// gone unless Save ran before Kill) and waits until the cluster is healthy again.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	nd := c.nodes[i]
+	nd.kill()
+	if err := nd.start(); err != nil {
+		c.t.Fatalf("redistest: restart cluster node %s: %v", nd.addr(), err)
+	}
+	c.waitHealthy()
 }
 
 // startAttempts bounds the retries of a node whose free port was taken before it bound it.
 const startAttempts = 5
 
-// startNode starts one cluster node, stopped when the test ends, and returns its client and
-// cluster bus ports. A node that finds its port taken exits, and another is started on new
-// ports; the node answering is known to be ours by its process id.
-func startNode(t testing.TB, binary string) (port, bus int) {
+// startNode starts one cluster node on free ports. A node that finds its port taken exits,
+// and another is started on new ports; the node answering is known to be ours by its
+// process id.
+func startNode(t testing.TB, binary string) *node {
 	t.Helper()
+	var err error
 	for range startAttempts {
-		port, bus = freePort(t), freePort(t)
-		dir := t.TempDir()
-		logFile := filepath.Join(dir, "redis.log")
-		cmd := exec.Command(binary,
-			"--bind", "127.0.0.1",
-			"--port", strconv.Itoa(port),
-			"--cluster-enabled", "yes",
-			"--cluster-port", strconv.Itoa(bus),
-			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-			"--cluster-node-timeout", "1000",
-			"--save", "",
-			"--appendonly", "no",
-			"--dir", dir,
-			"--logfile", logFile,
-		)
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("redistest: start redis-server: %v", err)
+		nd := &node{binary: binary, port: freePort(t), bus: freePort(t), dir: t.TempDir()}
+		if err = nd.start(); err == nil {
+			return nd
 		}
-		exited := make(chan struct{})
-		go func() {
-			_ = cmd.Wait()
-			close(exited)
-		}()
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		})
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		ours := fmt.Sprintf("process_id:%d\r\n", cmd.Process.Pid)
-		deadline := time.Now().Add(readyTimeout)
-		for {
-			info, err := command(addr, "INFO", "server")
-			if err == nil && strings.Contains(info, ours) {
-				return port, bus
-			}
-			select {
-			case <-exited:
-			case <-time.After(20 * time.Millisecond):
-				if time.Now().After(deadline) {
-					t.Fatalf("redistest: cluster node not ready after %v: %v\n%s", readyTimeout, err, readLog(logFile))
-				}
-				continue
-			}
-			break // exited: its port was taken; try new ones
+		if !errors.Is(err, errExited) {
+			t.Fatalf("redistest: %v", err)
 		}
 	}
-	t.Fatalf("redistest: no cluster node started in %d attempts", startAttempts)
-	return 0, 0
+	t.Fatalf("redistest: no cluster node started in %d attempts: %v", startAttempts, err)
+	return nil
+}
+
+// errExited reports a node that exited while starting, most likely because its port was taken.
+var errExited = errors.New("redis-server exited while starting")
+
+func (nd *node) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.port)) }
+
+// start runs the node's redis-server and waits until it answers.
+func (nd *node) start() error {
+	logFile := filepath.Join(nd.dir, "redis.log")
+	cmd := exec.Command(nd.binary,
+		"--bind", "127.0.0.1",
+		"--port", strconv.Itoa(nd.port),
+		"--cluster-enabled", "yes",
+		"--cluster-port", strconv.Itoa(nd.bus),
+		"--cluster-config-file", filepath.Join(nd.dir, "nodes.conf"),
+		"--cluster-node-timeout", "1000",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", nd.dir,
+		"--logfile", logFile,
+	)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	nd.cmd, nd.exited = cmd, exited
+	ours := fmt.Sprintf("process_id:%d\r\n", cmd.Process.Pid)
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		info, err := command(nd.addr(), "INFO", "server")
+		if err == nil && strings.Contains(info, ours) {
+			return nil
+		}
+		select {
+		case <-exited:
+			nd.exited = nil
+			return fmt.Errorf("%w: %s", errExited, readLog(logFile))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			nd.kill()
+			return fmt.Errorf("cluster node not ready after %v: %v\n%s", readyTimeout, err, readLog(logFile))
+		}
+	}
+}
+
+// kill stops the node's process, if it runs, and waits for it to exit.
+func (nd *node) kill() {
+	if nd.exited == nil {
+		return
+	}
+	_ = nd.cmd.Process.Kill()
+	<-nd.exited
+	nd.exited = nil
 }
 
 // Addrs returns the masters' addresses.

@@ -51,3 +51,24 @@ func TestCluster(t *testing.T) {
 		t.Errorf("URL = %q", got)
 	}
 }
+
+func TestClusterKillRestart(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, 3)
+	i := c.NodeOf("{t:acme/prod}")
+	if _, err := command(c.Addrs()[i], "SET", "{t:acme/prod}:k", "v"); err != nil {
+		t.Fatalf("SET on the slot's own master: %v", err)
+	}
+	c.Kill(i)
+	if _, err := command(c.Addrs()[i], "PING"); err == nil {
+		t.Fatal("PING of a killed node succeeded")
+	}
+	c.Restart(i)
+	if _, err := command(c.Addrs()[i], "SET", "{t:acme/prod}:k", "v"); err != nil {
+		t.Fatalf("SET after Restart: %v", err)
+	}
+	other := (i + 1) % 3
+	if _, err := command(c.Addrs()[other], "SET", "{t:acme/prod}:k", "v"); err == nil || !strings.Contains(err.Error(), "MOVED") {
+		t.Errorf("SET on another master = %v, want a MOVED redirection", err)
+	}
+}
