@@ -56,6 +56,36 @@ func TestRedis(t *testing.T) {
 	})
 }
 
+// TestRedisCluster runs the suite on a Redis Cluster of three masters: go-redis subscribes on
+// one node, and a PUBLISH on any node reaches every node's subscribers.
+func TestRedisCluster(t *testing.T) {
+	t.Parallel()
+	runConformance(t, func(t *testing.T) backend {
+		c := redistest.NewCluster(t, 3)
+		client := func(t *testing.T) *redis.ClusterClient {
+			opt, err := redis.ParseClusterURL(c.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rdb := redis.NewClusterClient(opt)
+			t.Cleanup(func() { rdb.Close() })
+			return rdb
+		}
+		admin := client(t)
+		return backend{
+			bus: func(t *testing.T) Bus { return NewRedis(slog.New(slog.DiscardHandler), client(t)) },
+			interrupt: func(t *testing.T) {
+				err := admin.ForEachShard(context.Background(), func(ctx context.Context, n *redis.Client) error {
+					return n.ClientKillByFilter(ctx, "TYPE", "pubsub").Err()
+				})
+				if err != nil {
+					t.Fatalf("CLIENT KILL: %v", err)
+				}
+			},
+		}
+	})
+}
+
 // recorder is a Listener that passes on what it gets.
 type recorder struct {
 	ready chan bool

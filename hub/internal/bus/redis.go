@@ -20,6 +20,11 @@ func InstanceChannel(instance string) string { return "sortie:hub:instance:" + i
 
 // Redis is a Bus over Redis pub/sub: Envelopes in protobuf on BroadcastChannel and on each
 // replica's InstanceChannel.
+//
+// On a Redis Cluster a PUBLISH reaches the subscribers of every node, but its reply counts
+// only those of the node it ran on, and Send needs that count to tell whether the replica
+// listens. So every replica subscribes on the master of BroadcastChannel's hash slot
+// (go-redis subscribes on the node of the first channel), and every PUBLISH runs there too.
 type Redis struct {
 	log *slog.Logger
 	rdb redis.UniversalClient
@@ -45,7 +50,7 @@ func (b *Redis) publish(ctx context.Context, op, channel string, m *replicationv
 	if err != nil {
 		return 0, fmt.Errorf("%s: encode: %w", op, err)
 	}
-	n, err := b.rdb.Publish(ctx, channel, body).Result()
+	n, err := b.publisher(ctx).Publish(ctx, channel, body).Result()
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return 0, fmt.Errorf("%s: %w", op, cerr)
@@ -53,6 +58,19 @@ func (b *Redis) publish(ctx context.Context, op, channel string, m *replicationv
 		return 0, &unavailableError{op: op, cause: err}
 	}
 	return n, nil
+}
+
+// publisher returns the client to PUBLISH with: on a Redis Cluster, the master the replicas
+// subscribe on.
+func (b *Redis) publisher(ctx context.Context) redis.Cmdable {
+	cc, ok := b.rdb.(*redis.ClusterClient)
+	if !ok {
+		return b.rdb
+	}
+	if m, err := cc.MasterForKey(ctx, BroadcastChannel); err == nil {
+		return m
+	}
+	return b.rdb // the cluster is unreachable: let the PUBLISH fail as usual
 }
 
 // Broadcast implements Bus.
@@ -69,6 +87,7 @@ func (b *Redis) Send(ctx context.Context, instance string, m *replicationv1.Enve
 
 // Listen implements Bus. It retries a broken subscription with backoff until ctx ends.
 func (b *Redis) Listen(ctx context.Context, instance string, l Listener) {
+	// BroadcastChannel first: on a Redis Cluster it decides the node (see Redis).
 	ps := b.rdb.Subscribe(ctx, BroadcastChannel, InstanceChannel(instance))
 	// A blocked Receive does not watch ctx; closing the subscription ends it.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })

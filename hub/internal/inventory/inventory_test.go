@@ -60,6 +60,42 @@ func TestRedis(t *testing.T) {
 	})
 }
 
+// TestRedisCluster runs the suite on a Redis Cluster of three masters, where a transaction
+// over keys of two hash slots fails.
+func TestRedisCluster(t *testing.T) {
+	t.Parallel()
+	runConformance(t, func(t *testing.T) backend {
+		c := redistest.NewCluster(t, 3)
+		client := func(t *testing.T) *redis.ClusterClient {
+			opt, err := redis.ParseClusterURL(c.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			opt.MaxRetries = 1
+			rdb := redis.NewClusterClient(opt)
+			t.Cleanup(func() { rdb.Close() })
+			return rdb
+		}
+		admin := client(t)
+		return backend{
+			store: func(t *testing.T) Store { return NewRedis(slog.New(slog.DiscardHandler), client(t), 0) },
+			lose: func(t *testing.T) {
+				err := admin.ForEachMaster(context.Background(), func(ctx context.Context, m *redis.Client) error {
+					return m.FlushAll(ctx).Err()
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			},
+			stop: func(*testing.T) {
+				for i := range c.Addrs() {
+					c.Kill(i)
+				}
+			},
+		}
+	})
+}
+
 func obj(kind, name, version string) *hubv1.Resource {
 	return &hubv1.Resource{Ref: &hubv1.ObjectReference{ApiVersion: "v1", Kind: kind, Namespace: "web", Name: name},
 		ResourceVersion: version, Object: []byte(`{"kind":"` + kind + `"}`)}

@@ -61,6 +61,66 @@ func TestRedis(t *testing.T) {
 	})
 }
 
+// TestRedisCluster runs the suite on a Redis Cluster of three masters, where a transaction
+// over keys of two hash slots fails.
+func TestRedisCluster(t *testing.T) {
+	t.Parallel()
+	runConformance(t, func(t *testing.T) backend {
+		c := redistest.NewCluster(t, 3)
+		return backend{
+			store: func(t *testing.T, ttl time.Duration) Store {
+				return NewRedis(clusterClient(t, c), ttl)
+			},
+			stop: func(*testing.T) {
+				for i := range c.Addrs() {
+					c.Kill(i)
+				}
+			},
+		}
+	})
+}
+
+// TestRedisClusterCrossSlot proves that the cluster the suite runs on refuses what the store
+// must never do: one transaction over two tenants' keys.
+func TestRedisClusterCrossSlot(t *testing.T) {
+	t.Parallel()
+	c := redistest.NewCluster(t, 3)
+	rdb := clusterClient(t, c)
+	ctx := t.Context()
+	if c.NodeOf(keyStreams(tenantA)) == c.NodeOf(keyStreams(tenantB)) {
+		t.Fatalf("tenants %v and %v share a master; pick tenants on two masters", tenantA, tenantB)
+	}
+	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keyStreams(tenantA), "s1", "x")
+		p.HSet(ctx, keyStreams(tenantB), "s1", "x")
+		return nil
+	})
+	if !errors.Is(err, redis.ErrCrossSlot) {
+		t.Errorf("a transaction over two tenants' keys = %v, want %v", err, redis.ErrCrossSlot)
+	}
+	_, err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keyStreams(tenantA), "s1", "x")
+		p.Set(ctx, keyAlive(tenantA, "s1"), "1", time.Minute)
+		return nil
+	})
+	if err != nil {
+		t.Errorf("a transaction over one tenant's keys = %v", err)
+	}
+}
+
+// clusterClient returns a cluster client of c, closed when t ends.
+func clusterClient(t *testing.T, c *redistest.Cluster) *redis.ClusterClient {
+	t.Helper()
+	opt, err := redis.ParseClusterURL(c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.MaxRetries = 1
+	rdb := redis.NewClusterClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
 var (
 	tenantA = store.Tenant{OrgID: "org", EnvID: "a"}
 	tenantB = store.Tenant{OrgID: "org", EnvID: "b"}
