@@ -20,6 +20,7 @@ type config struct {
 	PublicURL     string
 	DataDir       string
 	RedisURL      string
+	RedisCluster  bool // RedisURL names a Redis Cluster, in redis.ParseClusterURL's form
 	MasterKeyFile string
 	TLSCert       string
 	TLSKey        string
@@ -47,7 +48,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address (one port for REST, Connect, OIDC, health and metrics)")
 	fs.StringVar(&c.PublicURL, "public-url", "", "external base URL: token issuer and links (default http(s)://<addr>)")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the embedded store, the master key file and admin-credentials.json")
-	fs.StringVar(&c.RedisURL, "redis-url", "", "redis://, rediss:// or unix:// URL; when set, all shared state lives in Redis instead of the embedded store")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "redis://, rediss:// or unix:// URL, or redis+cluster:// (rediss+cluster://) for a Redis Cluster, more nodes as ?addr=host:port; when set, all shared state lives in Redis instead of the embedded store")
 	fs.StringVar(&c.MasterKeyFile, "master-key-file", "", "AES-256 key for data at rest, base64 (default <data-dir>/master.key, created on first start)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve TLS 1.2+ with ALPN h2 instead of cleartext h2c")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -85,6 +86,12 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if c.AgentHeartbeat < 100*time.Millisecond || c.AgentGracePeriod < 0 {
 		return config{}, errors.New("--hub-heartbeat must be at least 100ms and --hub-grace-period not negative")
 	}
+	if c.RedisURL != "" {
+		var err error
+		if c.RedisURL, c.RedisCluster, err = parseRedisURL(c.RedisURL); err != nil {
+			return config{}, err
+		}
+	}
 	if c.MasterKeyFile == "" {
 		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
 	}
@@ -101,4 +108,32 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	return c, nil
+}
+
+// parseRedisURL tells a Redis Cluster URL from a single server's. A cluster is named by the
+// scheme redis+cluster:// or rediss+cluster:// (one seed node is enough: the client discovers
+// the others), or by a redis:// or rediss:// URL listing more nodes as addr= parameters. It
+// returns the URL in the form the Redis client's parsers take. Errors never repeat the URL,
+// which may hold a password.
+func parseRedisURL(raw string) (string, bool, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", false, errors.New("--redis-url is not a valid URL")
+	}
+	switch u.Scheme {
+	case "redis+cluster", "rediss+cluster":
+		u.Scheme = strings.TrimSuffix(u.Scheme, "+cluster")
+	case "redis", "rediss":
+		if !u.Query().Has("addr") {
+			return raw, false, nil
+		}
+	case "unix":
+		return raw, false, nil
+	default:
+		return "", false, errors.New("--redis-url must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://")
+	}
+	if u.Host == "" {
+		return "", false, errors.New("--redis-url of a Redis Cluster needs at least one host:port")
+	}
+	return u.String(), true, nil
 }

@@ -115,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 
 	var hubOpts []hub.Option
 	if cfg.RedisURL != "" {
-		rdb, err := newRedisClient(cfg.RedisURL)
+		rdb, err := newRedisClient(cfg)
 		if err != nil {
 			return err
 		}
@@ -151,12 +151,18 @@ func openStore(ctx context.Context, log *slog.Logger, cfg config) (store.Store, 
 		// go-redis logs reconnect attempts process-wide; keep them in our JSON log at debug
 		// level (an outage already shows as 503s and a failing /readyz).
 		redis.SetLogger(redisLogger{log})
+		if cfg.RedisCluster {
+			return redisstore.OpenCluster(ctx, cfg.RedisURL)
+		}
 		return redisstore.Open(ctx, cfg.RedisURL)
 	}
 	return boltstore.Open(filepath.Join(cfg.DataDir, "sortie.db"))
 }
 
 func storeKind(cfg config) string {
+	if cfg.RedisCluster {
+		return "redis-cluster"
+	}
 	if cfg.RedisURL != "" {
 		return "redis"
 	}
@@ -169,8 +175,16 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
 
-func newRedisClient(rawURL string) (*redis.Client, error) {
-	opts, err := redis.ParseURL(rawURL)
+// newRedisClient returns the hub's client: go-redis's cluster client for a Redis Cluster.
+func newRedisClient(cfg config) (redis.UniversalClient, error) {
+	if cfg.RedisCluster {
+		opts, err := redis.ParseClusterURL(cfg.RedisURL)
+		if err != nil {
+			return nil, errors.New("--redis-url is not a valid Redis Cluster URL")
+		}
+		return redis.NewClusterClient(opts), nil
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		return nil, errors.New("--redis-url is not a valid redis://, rediss:// or unix:// URL")
 	}
