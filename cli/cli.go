@@ -120,7 +120,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return ee.code
 	}
 	var ue usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	if errors.As(err, &ue) {
 		fmt.Fprintf(env.Stderr, "sortie: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
 		return ExitUsage
 	}
@@ -130,18 +130,6 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return ExitConflict
 	}
 	return ExitFailure
-}
-
-// isCobraUsage recognizes the errors cobra itself returns for a wrong command line (it has
-// no error types for them).
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "required flag", "invalid argument", "flag needs an argument", "accepts ", "requires at least"} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *app) rootCommand() *cobra.Command {

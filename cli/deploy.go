@@ -180,6 +180,9 @@ terminal the view is redrawn in place; otherwise one line is printed per change 
 			if file == "" {
 				return usagef("-f is required: the deploy.yml to start")
 			}
+			if interval <= 0 {
+				return usagef("--poll-interval %v: must be positive", interval)
+			}
 			ctxValues := map[string]string{}
 			for _, kv := range contexts {
 				k, v, ok := strings.Cut(kv, "=")
@@ -201,7 +204,7 @@ terminal the view is redrawn in place; otherwise one line is printed per change 
 				return err
 			}
 			data, err := c.do(cmd.Context(), request{method: http.MethodPost, path: "/pipelines/kubernetes", body: body,
-				contentType: pipelineMediaType, accept: pipelineMediaType + ", application/json", want: http.StatusAccepted})
+				contentType: pipelineMediaType, accept: pipelineMediaType, want: http.StatusAccepted})
 			if err != nil {
 				return err
 			}
@@ -251,6 +254,9 @@ func (a *app) deployStatusCommand() *cobra.Command {
 		Args:              usageArgs(cobra.ExactArgs(1)),
 		ValidArgsFunction: a.completePipelines,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if interval <= 0 {
+				return usagef("--poll-interval %v: must be positive", interval)
+			}
 			c, err := a.client()
 			if err != nil {
 				return err

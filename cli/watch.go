@@ -59,9 +59,6 @@ func (p *poller) next(ctx context.Context) (*snapshot, error) {
 // watch follows a pipeline until it ends: a live view on a terminal with -o text, else one
 // line (or one JSON/YAML document) per change. It returns nil only for SUCCEEDED.
 func (a *app) watch(ctx context.Context, c *client, id string, interval time.Duration) error {
-	if interval <= 0 {
-		return usagef("--poll-interval must be positive")
-	}
 	p := &poller{c: c, id: id}
 	var last *snapshot
 	var err error
