@@ -135,12 +135,7 @@ func fieldPath(location, message string) string {
 func init() {
 	// Huma builds every error it writes (validation, 413, 415, ...) through these hooks, so
 	// setting them once makes the whole REST surface speak the error contract.
-	huma.NewError = func(status int, msg string, errs ...error) huma.StatusError {
-		return newErrorBody(status, msg, errs...)
-	}
-	huma.NewErrorWithContext = func(_ huma.Context, status int, msg string, errs ...error) huma.StatusError {
-		return newErrorBody(status, msg, errs...)
-	}
+	hookErrors()
 }
 
 // errorStatus maps a domain error to an HTTP status and a message the caller may see. This
@@ -156,9 +151,9 @@ func errorStatus(err error) (int, string, []error) {
 		}
 		return http.StatusUnprocessableEntity, "validation failed", details
 	case errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound, err.Error(), nil
+		return http.StatusNotFound, callerMessage(err, "the item does not exist in this environment"), nil
 	case errors.Is(err, store.ErrConflict):
-		return http.StatusConflict, err.Error(), nil
+		return http.StatusConflict, callerMessage(err, "it exists already; nothing was changed"), nil
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, "a dependency of the server is unavailable; retry shortly", nil
 	case errors.Is(err, identity.ErrInvalidToken):
@@ -177,6 +172,16 @@ func errorStatus(err error) (int, string, []error) {
 		return http.StatusBadGateway, err.Error(), nil
 	}
 	return http.StatusInternalServerError, "", nil
+}
+
+// callerMessage returns the message written for the caller that err carries, or fallback:
+// the text of a wrapped store error (operation names, keys) never reaches a reply.
+func callerMessage(err error, fallback string) string {
+	var ce *identity.CallerError
+	if errors.As(err, &ce) {
+		return ce.Message
+	}
+	return fallback
 }
 
 // restError converts a domain error for Huma, logging server errors under their error_id.

@@ -126,7 +126,7 @@ func apiConfig() huma.Config {
 func (g *Gateway) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		g.mux.ServeHTTP(rec, r)
+		g.mux.ServeHTTP(&contractWriter{ResponseWriter: rec, r: r}, r)
 		g.requests.WithLabelValues(r.Method, strconv.Itoa(rec.status)).Inc()
 	})
 }

@@ -321,6 +321,30 @@ func (e *ValidationError) errOrNil() error {
 	return e
 }
 
+// CallerError is an expected failure whose message is written for the API's caller. It
+// unwraps to the sentinel it stands for (store.ErrNotFound, store.ErrConflict) and never to
+// the store's own error, so no internal detail can reach a reply through it.
+type CallerError struct {
+	Message string
+	Kind    error
+}
+
+func (e *CallerError) Error() string { return e.Message }
+
+// Unwrap returns the sentinel.
+func (e *CallerError) Unwrap() error { return e.Kind }
+
+// callerError returns err as a CallerError when it is one of the expected store conditions
+// (not found, conflict), and err itself otherwise (an outage stays an outage).
+func callerError(err error, format string, args ...any) error {
+	for _, kind := range []error{store.ErrNotFound, store.ErrConflict} {
+		if errors.Is(err, kind) {
+			return &CallerError{Message: fmt.Sprintf(format, args...), Kind: kind}
+		}
+	}
+	return err
+}
+
 var envNamePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$`)
 
 // ListEnvironments lists the environments of the caller's organization.
@@ -354,7 +378,8 @@ func (s *Service) CreateEnvironment(ctx context.Context, p Principal, name strin
 	}
 	env := store.Environment{ID: uuid.NewString(), OrgID: p.OrgID, Name: name, CreatedAt: s.now().UTC()}
 	if err := s.st.CreateEnvironment(ctx, env); err != nil {
-		return NewEnvironment{}, fmt.Errorf("environment %q: %w", name, err)
+		return NewEnvironment{}, callerError(fmt.Errorf("environment %q: %w", name, err),
+			"an environment named %q exists already in this organization", name)
 	}
 	admin, secret, err := s.createCredential(ctx, env.Tenant(), name+"-admin", []string{RoleOrganizationAdmin})
 	if err != nil {
@@ -428,7 +453,7 @@ func (s *Service) createCredential(ctx context.Context, t store.Tenant, name str
 		return store.Credential{}, "", err
 	}
 	if slices.ContainsFunc(existing, func(c store.Credential) bool { return c.Name == name }) {
-		return store.Credential{}, "", fmt.Errorf("credential named %q: %w", name, store.ErrConflict)
+		return store.Credential{}, "", callerError(store.ErrConflict, "a credential named %q exists already in this environment", name)
 	}
 	secret := newSecret()
 	cred := store.Credential{
@@ -449,7 +474,7 @@ func (s *Service) createCredential(ctx context.Context, t store.Tenant, name str
 // working at once on this replica and within CredentialCheckTTL on the others.
 func (s *Service) DeleteCredential(ctx context.Context, p Principal, id string) error {
 	if err := s.st.DeleteCredential(ctx, p.Tenant(), id); err != nil {
-		return fmt.Errorf("credential %q: %w", id, err)
+		return callerError(fmt.Errorf("credential %q: %w", id, err), "credential %q does not exist in this environment", id)
 	}
 	s.creds.forget(id)
 	s.log.Info("credential deleted", "tenant", p.Tenant().String(), "client_id", id)
@@ -460,7 +485,7 @@ func (s *Service) DeleteCredential(ctx context.Context, p Principal, id string) 
 func (s *Service) CredentialRoles(ctx context.Context, p Principal, id string) ([]string, error) {
 	c, err := s.st.GetCredential(ctx, p.Tenant(), id)
 	if err != nil {
-		return nil, fmt.Errorf("credential %q: %w", id, err)
+		return nil, callerError(fmt.Errorf("credential %q: %w", id, err), "credential %q does not exist in this environment", id)
 	}
 	return c.Roles, nil
 }
@@ -482,7 +507,7 @@ func (s *Service) SetCredentialRoles(ctx context.Context, p Principal, id string
 	}
 	c, err := s.st.SetCredentialRoles(ctx, p.Tenant(), id, roles)
 	if err != nil {
-		return nil, fmt.Errorf("credential %q: %w", id, err)
+		return nil, callerError(fmt.Errorf("credential %q: %w", id, err), "credential %q does not exist in this environment", id)
 	}
 	s.creds.forget(id)
 	s.log.Info("credential roles set", "tenant", p.Tenant().String(), "client_id", id, "roles", roles)
