@@ -75,7 +75,7 @@ func runPipelineSize(ctx context.Context, b *bench, cfg pipelinesConfig, topolog
 	if err != nil {
 		return run, err
 	}
-	if _, err := d.waitGone(ctx, first, "first versions finished"); err != nil {
+	if _, err := d.waitGone(ctx, first, "to finish (first versions)"); err != nil {
 		return run, err
 	}
 	if err := d.verifySucceeded(ctx, first); err != nil {
@@ -133,7 +133,7 @@ func runPipelineSize(ctx context.Context, b *bench, cfg pipelinesConfig, topolog
 			}
 		}
 	})
-	done, err := d.waitGone(ctx, ids, "canaries finished")
+	done, err := d.waitGone(ctx, ids, "to finish (canaries)")
 	stopTicks()
 	ticks.Wait()
 	if err != nil {
@@ -279,7 +279,7 @@ func (d *pipelineDriver) startAll(ctx context.Context, n int, version string) ([
 func (d *pipelineDriver) waitSeen(ctx context.Context, ids []string, status string) ([]time.Time, error) {
 	seen := make([]time.Time, len(ids))
 	left := len(ids)
-	err := d.poll(ctx, "listed "+status, func() (int, error) {
+	err := d.poll(ctx, "to be listed "+status, func() (int, error) {
 		got, err := d.clients[0].statuses(ctx, status+","+failedStatuses)
 		if err != nil {
 			return left, err
@@ -338,9 +338,9 @@ func (d *pipelineDriver) poll(ctx context.Context, what string, step func() (lef
 		case d.set.alive() != nil:
 			return d.set.alive()
 		case time.Now().After(deadline):
-			return fmt.Errorf("%s: %d pipelines still not %s after %s", d.name, left, what, d.cfg.PhaseTimeout)
+			return fmt.Errorf("%s: after %s, %d pipelines still %s", d.name, d.cfg.PhaseTimeout, left, what)
 		case time.Since(lastLog) >= 5*time.Second:
-			d.b.logf("%s: %d pipelines not yet %s", d.name, left, what)
+			d.b.logf("%s: %d pipelines still %s", d.name, left, what)
 			lastLog = time.Now()
 		}
 		if err := sleep(ctx, time.Until(next)); err != nil {
