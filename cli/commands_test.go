@@ -145,7 +145,7 @@ func TestDeployCommandsAndOutputs(t *testing.T) {
 	}
 
 	// A second start of the same application while this one runs: 409, exit 3.
-	r := u.run(t, "deploy", "start", "-f", file)
+	r := u.run(t, "deploy", "start", "-f", file, "--watch")
 	if r.code != 3 || !strings.Contains(r.stderr, "409 Conflict") {
 		t.Errorf("second start: exit %d, %q", r.code, r.stderr)
 	}

@@ -279,7 +279,8 @@ func (m *liveModel) View() string {
 		const cells = 20
 		filled := tg.Weight * cells / 100
 		bar := strings.Repeat("█", filled) + strings.Repeat("░", cells-filled)
-		fmt.Fprintf(&b, "  %-*s  %-18s  step %d/%d  %s %3d%%  %s\n", width, tg.Name, m.statusStyle(tg.Status).Render(tg.Status),
+		// Pad before styling: escape sequences have no width.
+		fmt.Fprintf(&b, "  %-*s  %s  step %d/%d  %s %3d%%  %s\n", width, tg.Name, m.statusStyle(tg.Status).Render(fmt.Sprintf("%-17s", tg.Status)),
 			tg.CurrentStep, tg.TotalSteps, bar, tg.Weight, m.st.dim.Render(tg.Account+"/"+tg.Namespace))
 		if w := waitingFor(p.ID, tg, now); w != "" {
 			fmt.Fprintf(&b, "  %-*s  %s\n", width, "", m.st.wait.Render(w))
