@@ -68,12 +68,12 @@ type Service struct {
 	ttl       time.Duration
 	hashKey   []byte
 	now       func() time.Time
-	byClient  *failureLimiter
-	byAddress *failureLimiter
-	issued    prometheus.Counter
-	failures  *prometheus.CounterVec
-	tokens    *tokenCache
-	creds     *credentialCache
+	// failures counts failed token requests: in the store when it is shared by replicas.
+	attempts store.FailureCounter
+	issued   prometheus.Counter
+	failures *prometheus.CounterVec
+	tokens   *tokenCache
+	creds    *credentialCache
 
 	bootstrapWait time.Duration
 
@@ -81,7 +81,8 @@ type Service struct {
 	orgNames map[string]string
 }
 
-// Failed token attempts allowed per window before further attempts are refused.
+// Failed token attempts allowed per window before further attempts are refused: per client
+// id from one address, and per address (see ratelimit.go).
 const (
 	maxFailuresPerClient  = 10
 	maxFailuresPerAddress = 30
@@ -110,8 +111,6 @@ func New(ctx context.Context, log *slog.Logger, st store.Store, cfg Config) (*Se
 		ttl:       cfg.TokenTTL,
 		hashKey:   deriveKey(cfg.MasterKey, "sortie client secret hash"),
 		now:       now,
-		byClient:  newFailureLimiter(maxFailuresPerClient, failureWindowLength, now),
-		byAddress: newFailureLimiter(maxFailuresPerAddress, failureWindowLength, now),
 		tokens:    newTokenCache(now),
 		creds:     newCredentialCache(cmp.Or(cfg.CredentialCheckTTL, DefaultCredentialCheckTTL), now),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
@@ -125,6 +124,10 @@ func New(ctx context.Context, log *slog.Logger, st store.Store, cfg Config) (*Se
 		cfg.Registerer.MustRegister(s.issued, s.failures)
 	}
 	s.bootstrapWait = cmp.Or(cfg.BootstrapWait, defaultBootstrapWait)
+	s.attempts = newMemoryCounter(now)
+	if fc, ok := st.(store.FailureCounter); ok {
+		s.attempts = fc
+	}
 	return s, nil
 }
 
@@ -151,7 +154,8 @@ type TokenResponse struct {
 
 // Token runs the client-credentials grant for a parsed request from remoteAddr (the client's
 // IP). Failures are OAuth errors that never reveal whether the client id exists; failed
-// attempts are rate-limited per client id and per address.
+// attempts are rate-limited per client id from one address and per address, across every
+// replica when the store is shared.
 func (s *Service) Token(ctx context.Context, req TokenRequest, remoteAddr string) (TokenResponse, *OAuthError) {
 	resp, oerr := s.token(ctx, req, remoteAddr)
 	if oerr != nil {
@@ -163,12 +167,21 @@ func (s *Service) Token(ctx context.Context, req TokenRequest, remoteAddr string
 }
 
 func (s *Service) token(ctx context.Context, req TokenRequest, remoteAddr string) (TokenResponse, *OAuthError) {
-	clientKey, addrKey := "c:"+req.ClientID, "a:"+remoteAddr
-	for _, lim := range []struct {
-		l   *failureLimiter
+	limits := []struct {
 		key string
-	}{{s.byClient, clientKey}, {s.byAddress, addrKey}} {
-		if wait, blocked := lim.l.blocked(lim.key); blocked {
+		max int64
+	}{
+		{"token:c:" + req.ClientID + "|a:" + remoteAddr, maxFailuresPerClient},
+		{"token:a:" + remoteAddr, maxFailuresPerAddress},
+	}
+	for _, lim := range limits {
+		n, wait, err := s.attempts.Failures(ctx, lim.key)
+		if err != nil {
+			s.log.Error("token: read failed attempts", "err", err)
+			return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
+				Description: "the identity store is unavailable; retry later", RetryAfterSeconds: 5}
+		}
+		if n >= lim.max {
 			return TokenResponse{}, &OAuthError{Status: 429, Code: OAuthSlowDown,
 				Description: "too many failed attempts; retry later", RetryAfterSeconds: int(wait.Seconds()) + 1}
 		}
@@ -182,8 +195,11 @@ func (s *Service) token(ctx context.Context, req TokenRequest, remoteAddr string
 	// Hash even for an unknown client so both paths take the same time.
 	ok := hmac.Equal(s.hashSecret(req.ClientSecret), cred.SecretHash) && err == nil
 	if !ok {
-		s.byClient.fail(clientKey)
-		s.byAddress.fail(addrKey)
+		for _, lim := range limits {
+			if _, _, err := s.attempts.AddFailure(ctx, lim.key, failureWindowLength); err != nil {
+				s.log.Error("token: count failed attempt", "err", err)
+			}
+		}
 		return TokenResponse{}, &OAuthError{Status: 401, Code: OAuthInvalidClient,
 			Description: "client authentication failed", BasicChallenge: req.UsedBasic}
 	}

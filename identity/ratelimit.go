@@ -1,47 +1,57 @@
 package identity
 
 import (
+	"context"
 	"sync"
 	"time"
+
+	"github.com/sortie-dev/sortie/store"
 )
 
-// failureLimiter counts failed authentication attempts per key in fixed windows and refuses a
-// key that has failed too often, until its window ends.
-type failureLimiter struct {
-	max    int
-	window time.Duration
-	now    func() time.Time
+// Failed token requests are limited per (client id, address) pair and per address. Keying the
+// client's limit by address too means an attacker failing on purpose for a client id blocks
+// only itself, never the legitimate client calling from elsewhere. Client secrets are 256
+// random bits, so no per-client limit across addresses is needed against guessing.
+//
+// When the store is shared by replicas (Redis) it counts, so the limits hold across all of
+// them; otherwise memoryCounter counts in this process.
+
+// memoryCounter counts failures per key in fixed windows, in memory.
+type memoryCounter struct {
+	now func() time.Time
 
 	mu      sync.Mutex // guards entries
 	entries map[string]*failureWindow
 }
 
 type failureWindow struct {
-	count int
+	count int64
 	until time.Time
 }
 
-// maxTrackedKeys bounds the limiter's memory; expired entries are swept past it.
+var _ store.FailureCounter = (*memoryCounter)(nil)
+
+// maxTrackedKeys bounds the counter's memory; expired entries are swept past it.
 const maxTrackedKeys = 100_000
 
-func newFailureLimiter(max int, window time.Duration, now func() time.Time) *failureLimiter {
-	return &failureLimiter{max: max, window: window, now: now, entries: map[string]*failureWindow{}}
+func newMemoryCounter(now func() time.Time) *memoryCounter {
+	return &memoryCounter{now: now, entries: map[string]*failureWindow{}}
 }
 
-// blocked reports whether key has used up its failures, and for how long it stays blocked.
-func (l *failureLimiter) blocked(key string) (time.Duration, bool) {
+// Failures implements store.FailureCounter.
+func (l *memoryCounter) Failures(_ context.Context, key string) (int64, time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.entries[key]
 	now := l.now()
 	if !ok || !now.Before(e.until) {
-		return 0, false
+		return 0, 0, nil
 	}
-	return e.until.Sub(now), e.count >= l.max
+	return e.count, e.until.Sub(now), nil
 }
 
-// fail records one failure of key.
-func (l *failureLimiter) fail(key string) {
+// AddFailure implements store.FailureCounter.
+func (l *memoryCounter) AddFailure(_ context.Context, key string, window time.Duration) (int64, time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -50,13 +60,14 @@ func (l *failureLimiter) fail(key string) {
 		if len(l.entries) >= maxTrackedKeys {
 			l.sweepLocked(now)
 		}
-		e = &failureWindow{until: now.Add(l.window)}
+		e = &failureWindow{until: now.Add(window)}
 		l.entries[key] = e
 	}
 	e.count++
+	return e.count, e.until.Sub(now), nil
 }
 
-func (l *failureLimiter) sweepLocked(now time.Time) {
+func (l *memoryCounter) sweepLocked(now time.Time) {
 	for k, e := range l.entries {
 		if !now.Before(e.until) {
 			delete(l.entries, k)

@@ -8,10 +8,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sortie-dev/sortie/identity"
+	"github.com/sortie-dev/sortie/store/redisstore"
+	"github.com/sortie-dev/sortie/store/redistest"
 )
 
-// The token endpoint's failure limits (identity.go): per client id and per address, in fixed
-// one-minute windows.
+// The token endpoint's failure limits (identity.go): per client id from one address and per
+// address, in fixed one-minute windows.
 const (
 	clientFailures  = 10
 	addressFailures = 30
@@ -136,5 +138,58 @@ func TestTokenRateLimitPerAddress(t *testing.T) {
 		if diff := cmp.Diff([]*identity.OAuthError{step.wantErr}, tokenErrors(t, fx.svc, step.addr, fx.adminRequest())); diff != "" {
 			t.Errorf("%s: mismatch (-want +got):\n%s", step.name, diff)
 		}
+	}
+}
+
+// TestTokenRateLimitNoLockoutFromElsewhere: an attacker failing on purpose for a client id
+// blocks only itself; the client calling from its own address still gets tokens.
+func TestTokenRateLimitNoLockoutFromElsewhere(t *testing.T) {
+	t.Parallel()
+	const attacker = "192.0.2.66"
+	fx := newFixture(t)
+	bad := fx.adminRequest()
+	bad.ClientSecret = "wrong"
+	tokenErrors(t, fx.svc, attacker, repeat(bad, clientFailures)...)
+	got := tokenErrors(t, fx.svc, attacker, fx.adminRequest())
+	got = append(got, tokenErrors(t, fx.svc, testAddr, fx.adminRequest())...)
+	if diff := cmp.Diff([]*identity.OAuthError{slowDown(61), nil}, got); diff != "" {
+		t.Errorf("the attacker's address, then the client's own: mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestTokenRateLimitSharedAcrossReplicas: on a shared Redis, failures on two replicas add
+// up, so spreading attempts over replicas gains nothing.
+func TestTokenRateLimitSharedAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	url := redistest.New(t).URL()
+	clock := newFakeClock(t0)
+	masterKey := newMasterKey(t)
+	var replicas []*identity.Service
+	for range 2 {
+		st, err := redisstore.Open(t.Context(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		replicas = append(replicas, newService(t, st, testConfig(clock, masterKey)))
+	}
+	org, err := replicas[0].CreateOrganization(t.Context(), testOrg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := identity.TokenRequest{GrantType: identity.GrantClientCredentials, ClientID: org.Admin.ClientID, ClientSecret: org.Secret}
+	bad := good
+	bad.ClientSecret = "wrong"
+	for i := range clientFailures {
+		tokenErrors(t, replicas[i%2], testAddr, bad)
+	}
+	for i, svc := range replicas {
+		got := tokenErrors(t, svc, testAddr, good)
+		if len(got) != 1 || got[0] == nil || got[0].Code != identity.OAuthSlowDown || got[0].RetryAfterSeconds < 1 || got[0].RetryAfterSeconds > 61 {
+			t.Errorf("replica %d after %d failures spread over both: %+v, want slow_down", i, clientFailures, got)
+		}
+	}
+	if got := tokenErrors(t, replicas[1], "192.0.2.7", good); got[0] != nil {
+		t.Errorf("the client from another address: %v", got[0])
 	}
 }
