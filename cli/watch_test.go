@@ -190,3 +190,53 @@ func TestWatchWithoutTerminalPrintsOneLinePerChange(t *testing.T) {
 		t.Errorf("changes in order %s, want pause,approval,approved,succeeded:\n%s", got, res.stdout)
 	}
 }
+
+// TestWatchLiveViewQuit: q on the terminal stops watching with exit 1 and a message saying
+// the pipeline keeps running, which it does.
+func TestWatchLiveViewQuit(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	u := s.user(t)
+	u.login(t)
+	id := startedID(t, u.mustRun(t, "deploy", "start", "-f", gatedDir(t), "-t", "prod").stdout)
+
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	defer ptmx.Close()
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 200}); err != nil {
+		t.Fatal(err)
+	}
+	var screen syncBuffer
+	go func() { _, _ = io.Copy(&screen, ptmx) }()
+	var stderr syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exit := make(chan int, 1)
+	go func() {
+		exit <- cli.Run(ctx, []string{"deploy", "status", id, "--watch", "--poll-interval", "50ms"}, cli.Env{
+			Stdin: tty, Stdout: tty, Stderr: &stderr, ConfigDir: u.configDir,
+			Getenv: func(k string) string { return map[string]string{"SORTIE_ADDR": s.URL}[k] },
+		})
+	}()
+	waitUntil(t, 10*time.Second, "the view of the awaiting approval", func() bool {
+		return strings.Contains(stripANSI(screen.String()), "q or Ctrl+C stops watching") &&
+			strings.Contains(screen.String(), "awaiting approval of step prod/before/0")
+	})
+	if _, err := ptmx.Write([]byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-exit:
+		if code != 1 || !strings.Contains(stderr.String(), "stopped watching pipeline "+id+"; it keeps running") {
+			t.Errorf("exit %d, stderr %q", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("q did not stop the live view")
+	}
+	tty.Close()
+	if st := u.mustRun(t, "deploy", "status", id, "-o", "json").stdout; !strings.Contains(st, `"status": "AWAITING_APPROVAL"`) {
+		t.Errorf("the pipeline did not keep running:\n%s", st)
+	}
+}
