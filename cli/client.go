@@ -3,10 +3,12 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -75,17 +77,20 @@ func transportError(base string, err error) error {
 	if errors.As(err, &ue) && ue.Timeout() {
 		return fmt.Errorf("the Sortie server at %s did not answer in time", base)
 	}
+	var dnsErr *net.DNSError
+	var certErr *tls.CertificateVerificationError
 	reason := "the connection failed"
 	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		reason = "connection refused"
 	case errors.Is(err, context.Canceled):
 		return errors.New("interrupted")
-	default:
-		var dns interface{ Temporary() bool }
-		if errors.As(err, &dns) {
-			reason = "the address did not resolve or answer"
-		}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		reason = "connection refused"
+	case errors.As(err, &dnsErr):
+		reason = fmt.Sprintf("the host name %s did not resolve", dnsErr.Name)
+	case errors.As(err, &certErr):
+		return fmt.Errorf("the TLS certificate of %s is not trusted: %v", base, certErr.Err)
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		reason = "the connection was closed"
 	}
 	return fmt.Errorf("cannot reach the Sortie server at %s (%s): is it running? Set --addr or SORTIE_ADDR to its URL", base, reason)
 }
