@@ -74,6 +74,9 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	// Batched pipeline writes wait this long for company: short, so a lone write is not held
+	// back noticeably.
+	db.MaxBatchDelay = 2 * time.Millisecond
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range []string{
 			bucketOrganizations, bucketEnvironments, bucketCredentials,

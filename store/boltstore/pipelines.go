@@ -307,14 +307,20 @@ func (s *Store) UpdatePipeline(ctx context.Context, p store.Pipeline, fence *sto
 		err = fmt.Errorf("the fence is the lease of pipeline %s in %s", fence.Pipeline.ID, fence.Pipeline.Tenant)
 	}
 	if err == nil {
-		err = s.update(func(tx *bolt.Tx) error {
+		// Refusals are found before anything is written; they are returned through refused
+		// so they do not fail the batch other writers share.
+		var refused error
+		err = s.batch(func(tx *bolt.Tx) error {
+			refused = nil
 			pt := readTenant(tx, p.Tenant)
 			old, n, err := pt.get(p.ID)
 			if err != nil {
-				return err
+				refused = err
+				return nil
 			}
 			if old.Revision != p.Revision {
-				return fmt.Errorf("revision %d is not the stored %d: %w", p.Revision, old.Revision, store.ErrStale)
+				refused = fmt.Errorf("revision %d is not the stored %d: %w", p.Revision, old.Revision, store.ErrStale)
+				return nil
 			}
 			if fence != nil {
 				holds, err := pt.fenceHolds(fence, time.Now())
@@ -322,11 +328,13 @@ func (s *Store) UpdatePipeline(ctx context.Context, p store.Pipeline, fence *sto
 					return err
 				}
 				if !holds {
-					return fmt.Errorf("lease token %d of %s is not current: %w", fence.Token, fence.Holder, store.ErrStale)
+					refused = fmt.Errorf("lease token %d of %s is not current: %w", fence.Token, fence.Holder, store.ErrStale)
+					return nil
 				}
 			}
 			if store.TerminalStatus(old.Status) && !store.TerminalStatus(p.Status) {
-				return fmt.Errorf("pipeline is finished (%s) and cannot become %s", old.Status, p.Status)
+				refused = fmt.Errorf("pipeline is finished (%s) and cannot become %s", old.Status, p.Status)
+				return nil
 			}
 			out = old
 			out.Status, out.BlockedBy, out.UpdatedAt, out.CompletedAt = p.Status, p.BlockedBy, p.UpdatedAt, p.CompletedAt
@@ -338,6 +346,9 @@ func (s *Store) UpdatePipeline(ctx context.Context, p store.Pipeline, fence *sto
 			}
 			return pt.put(out, n, &old)
 		})
+		if err == nil {
+			err = refused
+		}
 	}
 	if err != nil {
 		return store.Pipeline{}, fmt.Errorf("update pipeline %s: %w", p.ID, err)
@@ -526,10 +537,13 @@ func (s *Store) AcquireLease(ctx context.Context, ref store.PipelineRef, holder 
 	var l store.Lease
 	err := record.CheckLease(ref, holder, ttl)
 	if err == nil {
-		err = s.update(func(tx *bolt.Tx) error {
+		var refused error // as in UpdatePipeline
+		err = s.batch(func(tx *bolt.Tx) error {
+			refused = nil
 			pt := readTenant(tx, ref.Tenant)
 			if _, _, err := pt.get(ref.ID); err != nil {
-				return err
+				refused = err
+				return nil
 			}
 			leases := pt.sub(bucketLeases)
 			token := int64(0)
@@ -539,7 +553,8 @@ func (s *Store) AcquireLease(ctx context.Context, ref store.PipelineRef, holder 
 					return err
 				}
 				if cur.Holder != holder && cur.ExpiresAt.After(now) {
-					return fmt.Errorf("held by %s until %s: %w", cur.Holder, cur.ExpiresAt.UTC().Format(time.RFC3339Nano), store.ErrLeaseHeld)
+					refused = fmt.Errorf("held by %s until %s: %w", cur.Holder, cur.ExpiresAt.UTC().Format(time.RFC3339Nano), store.ErrLeaseHeld)
+					return nil
 				}
 				if cur.Holder == holder {
 					token = cur.Token
@@ -562,6 +577,9 @@ func (s *Store) AcquireLease(ctx context.Context, ref store.PipelineRef, holder 
 			}
 			return leases.Put([]byte(ref.ID), v)
 		})
+		if err == nil {
+			err = refused
+		}
 	}
 	if err != nil {
 		return store.Lease{}, fmt.Errorf("acquire lease of pipeline %s: %w", ref.ID, err)
@@ -571,7 +589,7 @@ func (s *Store) AcquireLease(ctx context.Context, ref store.PipelineRef, holder 
 
 // ReleaseLease implements store.Leases.
 func (s *Store) ReleaseLease(ctx context.Context, l store.Lease) error {
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.batch(func(tx *bolt.Tx) error {
 		pt := readTenant(tx, l.Pipeline.Tenant)
 		if pt == nil {
 			return nil
@@ -617,3 +635,9 @@ func (s *Store) GetLease(ctx context.Context, ref store.PipelineRef) (store.Leas
 	}
 	return l, nil
 }
+
+// batch runs fn in a write transaction shared with other writers arriving at the same time
+// (bbolt's Batch), so many pipelines written at once cost one commit and one fsync instead
+// of one each. fn may run more than once (bbolt retries a batch whose member failed alone),
+// so it must depend only on the transaction's state: every caller's does.
+func (s *Store) batch(fn func(*bolt.Tx) error) error { return closedAsUnavailable(s.db.Batch(fn)) }
