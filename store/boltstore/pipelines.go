@@ -179,7 +179,8 @@ func (pt *pipelineTenant) fenceHolds(fence *store.Lease, now time.Time) (bool, e
 func seqKey(seq int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(seq)) }
 
 // CreatePipeline implements store.Pipelines: the rule check and the writes are one bbolt
-// transaction, which bbolt serializes with every other write.
+// transaction, which bbolt serializes with every other write (batched with concurrent ones
+// into one commit).
 func (s *Store) CreatePipeline(ctx context.Context, p store.Pipeline, rule store.InProgressRule, events []store.PipelineEvent) (store.CreateResult, error) {
 	var res store.CreateResult
 	err := record.CheckPipeline(p)
@@ -190,13 +191,20 @@ func (s *Store) CreatePipeline(ctx context.Context, p store.Pipeline, rule store
 		err = fmt.Errorf("unknown in-progress rule %d", rule)
 	}
 	if err == nil {
-		err = s.update(func(tx *bolt.Tx) error {
+		// Batched like UpdatePipeline: a run works on its own copies of p and events, since
+		// bbolt may run it again, and refusals leave through refused (only the tenant's
+		// empty buckets may have been written by then).
+		var refused error
+		arg, argEvents := p, events
+		err = s.batch(func(tx *bolt.Tx) error {
+			p, events, refused, res = arg, argEvents, nil, store.CreateResult{}
 			pt, err := writeTenant(tx, p.Tenant)
 			if err != nil {
 				return err
 			}
 			if pt.sub(bucketRecords).Get([]byte(p.ID)) != nil {
-				return store.ErrConflict
+				refused = store.ErrConflict
+				return nil
 			}
 			p.Revision, p.BlockedBy = 1, ""
 			var queued []store.Pipeline
@@ -212,7 +220,8 @@ func (s *Store) CreatePipeline(ctx context.Context, p store.Pipeline, rule store
 				switch {
 				case blocker == "":
 				case rule == store.RejectInProgress:
-					return &store.InProgressError{PipelineID: blocker}
+					refused = &store.InProgressError{PipelineID: blocker}
+					return nil
 				default:
 					p.Status, p.BlockedBy = store.StatusQueued, blocker
 					if len(queued) > 0 && blocker == queued[0].ID {
@@ -250,6 +259,9 @@ func (s *Store) CreatePipeline(ctx context.Context, p store.Pipeline, rule store
 			}
 			return nil
 		})
+		if err == nil {
+			err = refused
+		}
 	}
 	if err != nil {
 		return store.CreateResult{}, fmt.Errorf("create pipeline %s: %w", p.ID, err)
