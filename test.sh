@@ -21,8 +21,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
-# The package starts a system instance on 6379; the tests never use it, they start their own.
+# The package starts a system instance on 6379; the tests never use it, they start their own:
+# single servers on unix sockets and, for the Redis Cluster tier, three masters in cluster
+# mode on free loopback ports, joined by redistest.NewCluster itself (no redis-cli needed).
+# That needs redis-server 7.0 or newer (CLUSTER ADDSLOTSRANGE); Debian 12 and later have it.
 redis-server --version
+redis_major=$(redis-server --version | sed -E 's/.* v=([0-9]+)\..*/\1/')
+if [ "${redis_major:-0}" -lt 7 ]; then
+  echo "redis-server 7.0 or newer is needed for the Redis Cluster tests" >&2
+  exit 1
+fi
 go version
 
 step "formatting and vet"
