@@ -24,20 +24,22 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"buf.build/go/protovalidate"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
 )
 
@@ -85,26 +87,36 @@ type Config struct {
 }
 
 // ErrInvalidIdentifier is returned (wrapped, with the reason) for an agent identifier that
-// does not match ^[a-zA-Z0-9_-]+$.
+// breaks the rules of Hello.agent_identifier in hub.proto.
 var ErrInvalidIdentifier = errors.New("invalid agent identifier")
 
-var identifierPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+// identifierOnly keeps the rules of Hello.agent_identifier alone.
+var identifierOnly = protovalidate.WithFilter(protovalidate.FilterFunc(func(_ protoreflect.Message, d protoreflect.Descriptor) bool {
+	fd, isField := d.(protoreflect.FieldDescriptor)
+	return !isField || fd.Name() == "agent_identifier"
+}))
 
-// ValidateIdentifier checks an agent identifier and says precisely what is wrong with it.
+// ValidateIdentifier checks an agent identifier against the rules the hub enforces on Hello
+// (declared once, in hub.proto) and words a violation as the hub would, so that an agent
+// never starts with an identifier the hub then refuses on every connection.
 func ValidateIdentifier(id string) error {
-	if id == "" {
-		return fmt.Errorf("%w: it is empty; use letters, digits, '-' and '_'", ErrInvalidIdentifier)
-	}
-	if identifierPattern.MatchString(id) {
+	err := protovalidate.Validate(&hubv1.Hello{AgentIdentifier: id}, identifierOnly)
+	if err == nil {
 		return nil
 	}
-	for i, r := range id {
-		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return fmt.Errorf("%w %q: character %q at position %d is not allowed; use only letters, digits, '-' and '_'",
-				ErrInvalidIdentifier, id, r, i)
-		}
+	var verr *protovalidate.ValidationError
+	if !errors.As(err, &verr) {
+		return fmt.Errorf("%w: %w", ErrInvalidIdentifier, err)
 	}
-	return fmt.Errorf("%w %q: it must match ^[a-zA-Z0-9_-]+$", ErrInvalidIdentifier, id)
+	parts := make([]string, 0, len(verr.Violations))
+	for _, v := range verr.Violations {
+		parts = append(parts, "hello."+v.String())
+	}
+	shown := id
+	if len(shown) > 80 {
+		shown = shown[:80] + "..."
+	}
+	return fmt.Errorf("%w %q: %s", ErrInvalidIdentifier, shown, strings.Join(parts, "; "))
 }
 
 // Agent is one edge agent process. Create it with New and start it with Run.

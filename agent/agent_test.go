@@ -31,12 +31,14 @@ func TestValidateIdentifier(t *testing.T) {
 	}{
 		{id: "prod-cluster_1"},
 		{id: "A"},
-		{id: "", wantErr: "it is empty"},
-		{id: "prod cluster", wantErr: `character ' ' at position 4 is not allowed`},
-		{id: "prod.eu", wantErr: `character '.' at position 4`},
-		{id: "kube/ns", wantErr: `character '/' at position 4`},
-		{id: "clüster", wantErr: `character 'ü' at position 2`},
-		{id: "x\n", wantErr: `character '\n' at position 1`},
+		{id: strings.Repeat("a", 63)},
+		{id: "", wantErr: `invalid agent identifier "": hello.agent_identifier: value is required`},
+		{id: strings.Repeat("a", 64), wantErr: `: hello.agent_identifier: must be at most 63 characters`},
+		{id: "prod cluster", wantErr: `invalid agent identifier "prod cluster": hello.agent_identifier: does not match regex pattern ` + "`^[a-zA-Z0-9_-]+$`"},
+		{id: "prod.eu", wantErr: "does not match regex pattern"},
+		{id: "kube/ns", wantErr: "does not match regex pattern"},
+		{id: "clüster", wantErr: "does not match regex pattern"},
+		{id: "x\n", wantErr: `"x\n": hello.agent_identifier: does not match regex pattern`},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%q", tt.id), func(t *testing.T) {

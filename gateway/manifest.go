@@ -10,6 +10,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
 )
 
@@ -18,9 +19,8 @@ import (
 const defaultAgentImage = "sortie-agent:latest"
 
 var (
-	agentIdentifierPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,63}$`)
-	namespacePattern       = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-	imagePattern           = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,254}$`)
+	namespacePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	imagePattern     = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,254}$`)
 )
 
 type agentManifestInput struct {
@@ -32,8 +32,9 @@ type agentManifestInput struct {
 // Resolve validates every parameter at once, each problem with its field.
 func (in *agentManifestInput) Resolve(huma.Context) []error {
 	var errs []error
-	if !agentIdentifierPattern.MatchString(in.AgentIdentifier) {
-		errs = append(errs, &huma.ErrorDetail{Location: "query.agentIdentifier", Message: "must be 1 to 63 letters, digits, '-' or '_'", Value: in.AgentIdentifier})
+	// The rule of Hello.agent_identifier in hub.proto, worded as the hub and the agent word it.
+	if err := hub.CheckIdentifier(in.AgentIdentifier); err != nil {
+		errs = append(errs, &huma.ErrorDetail{Location: "query.agentIdentifier", Message: err.Error(), Value: in.AgentIdentifier})
 	}
 	if !namespacePattern.MatchString(in.Namespace) {
 		errs = append(errs, &huma.ErrorDetail{Location: "query.namespace", Message: "must be a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)", Value: in.Namespace})

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"regexp"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -24,20 +23,6 @@ import (
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/identity"
 )
-
-// Limits on what a Hello may carry.
-const (
-	maxIdentifierLength = 63
-	maxVersionLength    = 128
-)
-
-var identifierPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
-
-// ValidIdentifier reports whether s is a valid agent identifier: 1 to 63 letters, digits,
-// '_' or '-'.
-func ValidIdentifier(s string) bool {
-	return len(s) <= maxIdentifierLength && identifierPattern.MatchString(s)
-}
 
 // stream is one agent stream held by this replica.
 type stream struct {
@@ -262,31 +247,6 @@ func (h *Hub) awaitHello(ctx context.Context, log *slog.Logger, bs *connect.Bidi
 			}
 		}
 	}
-}
-
-// checkHello returns what is wrong with a Hello, or "".
-func checkHello(m *hubv1.Hello) string {
-	switch {
-	case m.AgentIdentifier == "":
-		return "hello.agent_identifier is required"
-	case !ValidIdentifier(m.AgentIdentifier):
-		return fmt.Sprintf("hello.agent_identifier %s is invalid: it must match ^[a-zA-Z0-9_-]+$ and have at most %d characters",
-			quote(m.AgentIdentifier), maxIdentifierLength)
-	case m.AgentInstanceUuid == "":
-		return "hello.agent_instance_uuid is required"
-	}
-	if _, err := uuid.Parse(m.AgentInstanceUuid); err != nil || len(m.AgentInstanceUuid) != 36 {
-		return fmt.Sprintf("hello.agent_instance_uuid %s is not a UUID", quote(m.AgentInstanceUuid))
-	}
-	switch {
-	case len(m.AgentVersion) > maxVersionLength:
-		return fmt.Sprintf("hello.agent_version has %d bytes; at most %d are allowed", len(m.AgentVersion), maxVersionLength)
-	case len(m.KubernetesVersion) > maxVersionLength:
-		return fmt.Sprintf("hello.kubernetes_version has %d bytes; at most %d are allowed", len(m.KubernetesVersion), maxVersionLength)
-	case m.NodeIp != "" && net.ParseIP(m.NodeIp) == nil:
-		return fmt.Sprintf("hello.node_ip %s is not an IP address", quote(m.NodeIp))
-	}
-	return ""
 }
 
 // quote quotes s for an error message, shortened so that no message echoes a huge input.

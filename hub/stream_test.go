@@ -2,7 +2,11 @@ package hub
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,7 +15,9 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/encoding/protowire"
+	"k8s.io/client-go/rest"
 
+	"github.com/sortie-dev/sortie/agent"
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/identity"
 )
@@ -86,9 +92,6 @@ func TestProtocolViolations(t *testing.T) {
 	iss := newIssuer(t, time.Hour)
 	hs := startHub(t, iss, Config{HeartbeatInterval: 5 * time.Second, MaxMessageBytes: 64 << 10},
 		serverOptions{opts: []Option{withHelloTimeout(300 * time.Millisecond)}})
-	// A bystander connected throughout must never notice.
-	bystander := connectAgent(t, hs, iss, tenantA, "bystander", succeed)
-
 	big := &hubv1.ConnectRequest{Message: &hubv1.ConnectRequest_InventorySnapshot{InventorySnapshot: &hubv1.InventorySnapshot{
 		SnapshotId: "s", Last: true,
 		Resources: []*hubv1.Resource{{Ref: &hubv1.ObjectReference{ApiVersion: "v1", Kind: "ConfigMap", Name: "big"}, Object: make([]byte, 100<<10)}},
@@ -105,18 +108,18 @@ func TestProtocolViolations(t *testing.T) {
 		{name: "result before Hello", send: []*hubv1.ConnectRequest{{Message: &hubv1.ConnectRequest_CommandResult{CommandResult: &hubv1.CommandResult{CommandId: "x"}}}},
 			message: "the first message must be a Hello, not command_result"},
 		{name: "identifier with a space", send: []*hubv1.ConnectRequest{helloMsg("bad id", uuid.NewString())},
-			message: `hello.agent_identifier "bad id" is invalid: it must match ^[a-zA-Z0-9_-]+$ and have at most 63 characters`},
+			message: "hello.agent_identifier: does not match regex pattern `^[a-zA-Z0-9_-]+$`"},
 		{name: "identifier too long", send: []*hubv1.ConnectRequest{helloMsg(strings.Repeat("a", 64), uuid.NewString())},
-			message: "hello.agent_identifier \"" + strings.Repeat("a", 64) + "\" is invalid"},
+			message: "hello.agent_identifier: must be at most 63 characters"},
 		{name: "identifier missing", send: []*hubv1.ConnectRequest{helloMsg("", uuid.NewString())},
-			message: "hello.agent_identifier is required"},
+			message: "hello.agent_identifier: value is required"},
 		{name: "instance not a UUID", send: []*hubv1.ConnectRequest{helloMsg("ok", "not-a-uuid")},
-			message: `hello.agent_instance_uuid "not-a-uuid" is not a UUID`},
+			message: "hello.agent_instance_uuid: must be a valid UUID"},
 		{name: "node IP not an IP", send: []*hubv1.ConnectRequest{func() *hubv1.ConnectRequest {
 			m := helloMsg("ok", uuid.NewString())
 			m.GetHello().NodeIp = "node-1"
 			return m
-		}()}, message: `hello.node_ip "node-1" is not an IP address`},
+		}()}, message: "hello.node_ip: must be a valid IP address"},
 		{name: "oversized message", hello: true, send: []*hubv1.ConnectRequest{big},
 			message: "message exceeds max_message_bytes (65536 bytes)"},
 		{name: "Hello for another identifier", hello: true, send: []*hubv1.ConnectRequest{helloMsg("other", uuid.NewString())},
@@ -125,6 +128,32 @@ func TestProtocolViolations(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			// A bystander of the same tenant holds a command from before the bad client dials
+			// until after its Goodbye, and answers it then: the refusal touched nothing else.
+			name := "bystander-" + strings.ReplaceAll(tc.name, " ", "-")
+			got, gate := make(chan struct{}, 1), make(chan struct{})
+			var once sync.Once
+			release := func() { once.Do(func() { close(gate) }) }
+			t.Cleanup(release)
+			connectAgent(t, hs, iss, tenantA, name, func(cmd *hubv1.Command) *hubv1.CommandResult {
+				got <- struct{}{}
+				<-gate
+				return succeed(cmd)
+			})
+			sent := make(chan error, 1)
+			go func() {
+				res, err := hs.hub.Send(context.Background(), tenantA, name, listNamespaces())
+				if err == nil && res.Outcome != hubv1.CommandResult_OUTCOME_SUCCEEDED {
+					err = fmt.Errorf("outcome %v", res.Outcome)
+				}
+				sent <- err
+			}()
+			select {
+			case <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the bystander never received its command")
+			}
+
 			a := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
 			if tc.hello {
 				a.hello("victim")
@@ -140,19 +169,16 @@ func TestProtocolViolations(t *testing.T) {
 			}
 			a.startReading()
 			a.expectGoodbye(hubv1.Goodbye_REASON_PROTOCOL_ERROR, tc.message, connect.CodeInvalidArgument)
+
+			if got := agentsOf(t, hs.hub, tenantA, name); len(got) != 1 {
+				t.Fatalf("Agents(%s) = %+v after a bad client's refusal, want its one stream", name, got)
+			}
+			release()
+			if err := <-sent; err != nil {
+				t.Fatalf("the bystander's command, in flight while a bad client was refused: %v", err)
+			}
 		})
 	}
-	t.Run("bystander unaffected", func(t *testing.T) {
-		// Runs after the parallel subtests above have finished.
-		res, err := hs.hub.Send(context.Background(), tenantA, "bystander", listNamespaces())
-		if err != nil || res.Outcome != hubv1.CommandResult_OUTCOME_SUCCEEDED {
-			t.Fatalf("Send to bystander = %v, %v", res, err)
-		}
-		if got := agentsOf(t, hs.hub, tenantA, ""); len(got) != 1 || got[0].AgentIdentifier != "bystander" {
-			t.Fatalf("Agents = %+v, want only the bystander", got)
-		}
-		_ = bystander
-	})
 }
 
 // TestToleratedMessages: unknown kinds, a repeated Hello and results nobody waits for are
@@ -225,6 +251,47 @@ func TestAuthRequired(t *testing.T) {
 			}
 			if got := agentsOf(t, hs.hub, tenantA, ""); len(got) != 0 {
 				t.Fatalf("Agents = %+v, want none", got)
+			}
+		})
+	}
+}
+
+// TestIdentifierRuleSharedWithAgent: an identifier the hub refuses in a Hello is refused by
+// the agent at its start, before it dials, with the hub's very message; and the manifest
+// route's check (CheckIdentifier) says the same.
+func TestIdentifierRuleSharedWithAgent(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t, time.Hour)
+	hs := startHub(t, iss, Config{HeartbeatInterval: 5 * time.Second, MaxMessageBytes: 1 << 20}, serverOptions{})
+	for _, id := range []string{strings.Repeat("a", 64), "prod/eu", ""} {
+		t.Run(fmt.Sprintf("%.10q", id), func(t *testing.T) {
+			t.Parallel()
+			a := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
+			a.mustSend(helloMsg(id, uuid.NewString()))
+			a.startReading()
+			var refusal string
+			for refusal == "" {
+				m, err := a.nextOrEnd(10 * time.Second)
+				if err != nil {
+					t.Fatalf("stream ended without a Goodbye: %v", err)
+				}
+				if gb := m.GetGoodbye(); gb != nil {
+					if gb.Reason != hubv1.Goodbye_REASON_PROTOCOL_ERROR || gb.Message == "" {
+						t.Fatalf("Goodbye %s %q, want a protocol error with a message", gb.Reason, gb.Message)
+					}
+					refusal = gb.Message
+				}
+			}
+
+			_, err := agent.New(slog.New(slog.DiscardHandler), agent.Config{
+				HubURL: hs.URL, ClientID: "id", ClientSecret: "secret", AgentIdentifier: id,
+				RESTConfig: &rest.Config{Host: "https://127.0.0.1:6443"},
+			})
+			if !errors.Is(err, agent.ErrInvalidIdentifier) || !strings.HasSuffix(err.Error(), ": "+refusal) {
+				t.Errorf("agent.New with identifier %.10q = %v, want ErrInvalidIdentifier ending in the hub's %q", id, err, refusal)
+			}
+			if err := CheckIdentifier(id); err == nil || err.Error() != refusal {
+				t.Errorf("CheckIdentifier(%.10q) = %v, want %q", id, err, refusal)
 			}
 		})
 	}

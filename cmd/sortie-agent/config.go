@@ -44,7 +44,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.ClientID, "client-id", "", "client id of the agent's machine credential")
 	fs.StringVar(&c.ClientSecret, "client-secret", "", "client secret of the agent's machine credential (or use --client-secret-file)")
 	fs.StringVar(&secretFile, "client-secret-file", "", "file holding the client secret, such as a mounted Kubernetes Secret")
-	fs.StringVar(&c.AgentIdentifier, "agent-identifier", "", "account name deployment targets use (letters, digits, '-' and '_')")
+	fs.StringVar(&c.AgentIdentifier, "agent-identifier", "", "account name deployment targets use (1 to 63 letters, digits, '-' and '_')")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig for running outside the cluster (default: in-cluster configuration)")
 	fs.StringVar(&c.Context, "context", "", "kubeconfig context (default: its current context)")
 	fs.StringVar(&c.CAFile, "ca-file", "", "PEM file of an extra CA trusted for the hub's TLS certificate")

@@ -12,6 +12,7 @@
 package hubv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -631,10 +632,14 @@ func (*ConnectResponse_Command) isConnectResponse_Message() {}
 func (*ConnectResponse_Goodbye) isConnectResponse_Message() {}
 
 // Hello registers an agent on a stream.
+//
+// Its rules (protovalidate) are the one declaration of what an agent may send: the hub
+// refuses a Hello that breaks them, and the agent and the manifest route check an agent
+// identifier against the same rules, with the same message, before anything dials.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// agent_identifier is the account name deployment targets use; it matches
-	// ^[a-zA-Z0-9_-]+$ and several agent replicas may share it.
+	// agent_identifier is the account name deployment targets use: 1 to 63 letters, digits,
+	// '_' or '-'. Several agent replicas may share it.
 	AgentIdentifier string `protobuf:"bytes,1,opt,name=agent_identifier,json=agentIdentifier,proto3" json:"agent_identifier,omitempty"`
 	// agent_instance_uuid identifies this agent process; it is stable across reconnects.
 	AgentInstanceUuid string `protobuf:"bytes,2,opt,name=agent_instance_uuid,json=agentInstanceUuid,proto3" json:"agent_instance_uuid,omitempty"`
@@ -2201,7 +2206,7 @@ var File_sortie_hub_v1_hub_proto protoreflect.FileDescriptor
 
 const file_sortie_hub_v1_hub_proto_rawDesc = "" +
 	"\n" +
-	"\x17sortie/hub/v1/hub.proto\x12\rsortie.hub.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x03\n" +
+	"\x17sortie/hub/v1/hub.proto\x12\rsortie.hub.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x03\n" +
 	"\x0eConnectRequest\x12,\n" +
 	"\x05hello\x18\x01 \x01(\v2\x14.sortie.hub.v1.HelloH\x00R\x05hello\x128\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x18.sortie.hub.v1.HeartbeatH\x00R\theartbeat\x12E\n" +
@@ -2216,14 +2221,15 @@ const file_sortie_hub_v1_hub_proto_rawDesc = "" +
 	"\theartbeat\x18\x02 \x01(\v2\x18.sortie.hub.v1.HeartbeatH\x00R\theartbeat\x122\n" +
 	"\acommand\x18\x03 \x01(\v2\x16.sortie.hub.v1.CommandH\x00R\acommand\x122\n" +
 	"\agoodbye\x18\x04 \x01(\v2\x16.sortie.hub.v1.GoodbyeH\x00R\agoodbyeB\t\n" +
-	"\amessage\"\x81\x02\n" +
-	"\x05Hello\x12)\n" +
-	"\x10agent_identifier\x18\x01 \x01(\tR\x0fagentIdentifier\x12.\n" +
-	"\x13agent_instance_uuid\x18\x02 \x01(\tR\x11agentInstanceUuid\x12#\n" +
-	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12-\n" +
-	"\x12kubernetes_version\x18\x04 \x01(\tR\x11kubernetesVersion\x120\n" +
-	"\x14cluster_role_support\x18\x05 \x01(\bR\x12clusterRoleSupport\x12\x17\n" +
-	"\anode_ip\x18\x06 \x01(\tR\x06nodeIp\"\xc8\x01\n" +
+	"\amessage\"\xcc\x02\n" +
+	"\x05Hello\x12G\n" +
+	"\x10agent_identifier\x18\x01 \x01(\tB\x1c\xbaH\x19\xc8\x01\x01r\x14\x18?2\x10^[a-zA-Z0-9_-]+$R\x0fagentIdentifier\x12;\n" +
+	"\x13agent_instance_uuid\x18\x02 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\x11agentInstanceUuid\x12-\n" +
+	"\ragent_version\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\fagentVersion\x127\n" +
+	"\x12kubernetes_version\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x11kubernetesVersion\x120\n" +
+	"\x14cluster_role_support\x18\x05 \x01(\bR\x12clusterRoleSupport\x12#\n" +
+	"\anode_ip\x18\x06 \x01(\tB\n" +
+	"\xbaH\a\xd8\x01\x01r\x02p\x01R\x06nodeIp\"\xc8\x01\n" +
 	"\aWelcome\x12*\n" +
 	"\x11hub_instance_uuid\x18\x01 \x01(\tR\x0fhubInstanceUuid\x12\x1b\n" +
 	"\tstream_id\x18\x02 \x01(\tR\bstreamId\x12H\n" +
