@@ -113,6 +113,7 @@ func register[I, O any](g *Gateway, need string, op huma.Operation, handler func
 		op.Metadata[jsonBodyKey] = true
 	}
 	op.MaxBodyBytes = maxBodyBytes
+	op.BodyReadTimeout = g.bodyReadTimeout()
 	switch need {
 	case Public:
 	case Authenticated:

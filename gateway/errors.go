@@ -61,6 +61,8 @@ func codeFor(status int) string {
 		return "method_not_allowed"
 	case http.StatusNotAcceptable:
 		return "not_acceptable"
+	case http.StatusRequestTimeout:
+		return "request_timeout"
 	case http.StatusConflict:
 		return "conflict"
 	case http.StatusRequestEntityTooLarge:

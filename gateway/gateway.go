@@ -44,10 +44,12 @@ type Gateway struct {
 	verifier  tokenVerifier
 	// streamRecheck is how often server streams re-check their token (authorizedStream).
 	streamRecheck time.Duration
-	api           huma.API
-	mux           *http.ServeMux
-	reg           *prometheus.Registry
-	requests      *prometheus.CounterVec
+	// bodyTimeout is how long a request body may take to arrive (bodyReadTimeout).
+	bodyTimeout time.Duration
+	api         huma.API
+	mux         *http.ServeMux
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
 }
 
 // Option configures a Gateway.
@@ -88,12 +90,12 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 		connect.WithCodec(strictJSONCodec{name: "json"}),
 		connect.WithCodec(strictJSONCodec{name: "json; charset=utf-8"}),
 	}
-	g.mux.Handle(identityv1connect.NewIdentityServiceHandler(&identityServer{g: g}, connectOpts...))
-	g.mux.Handle(infrav1connect.NewInfrastructureServiceHandler(&infraServer{g: g}, connectOpts...))
-	g.mux.Handle(deployv1connect.NewDeploymentServiceHandler(&deployServer{g: g}, connectOpts...))
+	g.mountConnect(identityv1connect.NewIdentityServiceHandler(&identityServer{g: g}, connectOpts...))
+	g.mountConnect(infrav1connect.NewInfrastructureServiceHandler(&infraServer{g: g}, connectOpts...))
+	g.mountConnect(deployv1connect.NewDeploymentServiceHandler(&deployServer{g: g}, connectOpts...))
 	// The hub sets its own message limit and needs its own handler to cut slow streams.
 	g.mux.Handle(agents.Handler(connect.WithInterceptors(connectAuth{g: g, scopes: allProcedureScopes()})))
-	g.mux.Handle(grpchealth.NewHandler(storeChecker{g: g}))
+	g.mountConnect(grpchealth.NewHandler(storeChecker{g: g}))
 	reflector := grpcreflect.NewStaticReflector(identityv1connect.IdentityServiceName,
 		infrav1connect.InfrastructureServiceName, deployv1connect.DeploymentServiceName, hubv1connect.AgentHubServiceName)
 	g.mux.Handle(grpcreflect.NewHandlerV1(reflector))

@@ -68,6 +68,8 @@ type testServer struct {
 
 type serverOptions struct {
 	redisURL string
+	// gateway adds options to the gateway's.
+	gateway []gateway.Option
 }
 
 func startServer(t testing.TB, opts serverOptions) *testServer {
@@ -105,7 +107,7 @@ func startServer(t testing.TB, opts serverOptions) *testServer {
 	// The engine runs wherever the store keeps pipelines (a backend without them yet serves
 	// the deployment routes as 503).
 	// Streams re-check their token often, so tests of revocation wait little.
-	gwOpts := []gateway.Option{gateway.WithStreamRecheck(50 * time.Millisecond)}
+	gwOpts := append([]gateway.Option{gateway.WithStreamRecheck(50 * time.Millisecond)}, opts.gateway...)
 	runners := []func(context.Context) error{ts.hub.Run}
 	if ps, ok := st.(pipeline.Store); ok {
 		sealer, err := seal.New(ts.masterKey, "pipelines")

@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -24,9 +24,6 @@ import (
 // that Huma decodes from JSON. Routes reading their raw body (the deployment starts, the
 // token endpoint) parse it strictly themselves and are not marked.
 const jsonBodyKey = "sortie.jsonBody"
-
-// bodyReadTimeout is how long a client has to send a whole request body.
-const bodyReadTimeout = 5 * time.Second
 
 // hasJSONBody reports whether Huma decodes a JSON body into an input of type I.
 func hasJSONBody[I any]() bool {
@@ -47,11 +44,12 @@ func (g *Gateway) refuseDuplicateKeys(ctx huma.Context, next func(huma.Context))
 		next(ctx)
 		return
 	}
-	_ = ctx.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	timeout := g.bodyReadTimeout()
+	_ = ctx.SetReadDeadline(time.Now().Add(timeout))
 	data, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			_ = huma.WriteErr(g.api, ctx, http.StatusRequestTimeout, fmt.Sprintf("the request body did not arrive within %s", bodyReadTimeout))
+		if nerr, ok := errors.AsType[net.Error](err); ok && nerr.Timeout() {
+			_ = huma.WriteErr(g.api, ctx, http.StatusRequestTimeout, fmt.Sprintf("the request body did not arrive within %s", timeout))
 			return
 		}
 		_ = huma.WriteErr(g.api, ctx, http.StatusBadRequest, "the request body could not be read")
