@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,42 +109,38 @@ func TestSendErrors(t *testing.T) {
 		a := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
 		a.hello("mute")
 		a.serve(nil, 0, seen) // receives, never answers
-		start := time.Now()
 		_, err := hs.hub.Send(context.Background(), tenantA, "mute", listNamespaces())
 		if !errors.Is(err, ErrTimeout) || !errors.Is(err, ErrOutcomeUnknown) {
 			t.Fatalf("Send: %v, want ErrTimeout and ErrOutcomeUnknown (the agent has the command)", err)
 		}
-		if d := time.Since(start); d < 250*time.Millisecond {
-			t.Errorf("timed out after %v, before CommandTimeout", d)
+		// The deadline ran out on a command the agent was given (so its outcome is unknown),
+		// and the hub no longer waits for its result.
+		receivedBy(t, seen, "mute")
+		if n := hs.hub.inflight(tenantA, "mute"); n != 0 {
+			t.Errorf("%d commands still in flight after the timeout, want 0", n)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		if _, err := hs.hub.Send(ctx, tenantA, "mute", listNamespaces()); !errors.Is(err, ErrTimeout) || !errors.Is(err, ErrOutcomeUnknown) {
 			t.Fatalf("Send with ctx deadline: %v, want ErrTimeout and ErrOutcomeUnknown", err)
 		}
-		if len(seen) != 2 {
-			t.Errorf("agent received %d commands, want 2", len(seen))
-		}
+		receivedBy(t, seen, "mute")
 	})
 	t.Run("stream lost", func(t *testing.T) {
 		t.Parallel()
+		// A hub whose commands never time out within the test: only the break can end Send.
+		patient := startHub(t, iss, Config{HeartbeatInterval: 5 * time.Second, CommandTimeout: time.Hour}, serverOptions{})
 		seen := make(chan *hubv1.Command, 1)
-		a := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
+		a := dial(t, patient.URL, iss.token(t, tenantA), agentOptions{})
 		a.hello("crashing")
 		a.serve(nil, 0, seen)
 		go func() {
 			<-seen
 			a.close() // the agent crashes with the command in hand
 		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		start := time.Now()
-		_, err := hs.hub.Send(ctx, tenantA, "crashing", listNamespaces())
-		if !errors.Is(err, ErrStreamLost) || !errors.Is(err, ErrOutcomeUnknown) {
+		_, err := patient.hub.Send(context.Background(), tenantA, "crashing", listNamespaces())
+		if !errors.Is(err, ErrStreamLost) || !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrTimeout) {
 			t.Fatalf("Send: %v, want ErrStreamLost and ErrOutcomeUnknown", err)
-		}
-		if d := time.Since(start); d > 5*time.Second {
-			t.Errorf("ErrStreamLost after %v; it must come when the stream breaks, not at the deadline", d)
 		}
 	})
 	t.Run("canceled", func(t *testing.T) {
@@ -181,6 +178,16 @@ func TestSendErrors(t *testing.T) {
 			t.Fatalf("first Send: %v, want ErrTimeout", err)
 		}
 	})
+}
+
+// receivedBy waits for the agent to report a command it received.
+func receivedBy(t *testing.T, seen <-chan *hubv1.Command, agent string) {
+	t.Helper()
+	select {
+	case <-seen:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("agent %s never received the command", agent)
+	}
 }
 
 // TestTwoStreamsOneIdentifier: agent replicas share an identifier; commands go to both, and
@@ -248,23 +255,30 @@ func TestSlowAgent(t *testing.T) {
 	var slowErrs []error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	var worst time.Duration
+	// slowEnded counts the Sends to the slow agent that returned; none does before the drop
+	// (or their 5 s deadline). Commands to the fast agent that complete while none has are
+	// proof that the slow agent delays nobody: a hub waiting on its blocked stream would
+	// hold them until the slow commands end.
+	var slowEnded atomic.Int32
+	fastWhileStuck := 0
 	fast := func() {
-		start := time.Now()
 		if _, err := hs.hub.Send(context.Background(), tenantA, "fast", listNamespaces()); err != nil {
 			t.Fatalf("Send to the fast agent: %v", err)
 		}
-		worst = max(worst, time.Since(start))
+		if slowEnded.Load() == 0 {
+			fastWhileStuck++
+		}
 	}
 	for i := 0; hs.metric(t, "sortie_hub_dropped_streams_total") == 0; i++ {
 		if i == 20 {
 			t.Fatal("the slow agent was never dropped")
 		}
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_, err := hs.hub.Send(ctx, tenantA, "slow", &hubv1.Command{Action: &hubv1.Command_Apply{Apply: &hubv1.ApplyAction{
 				Manifests: randomBytes(32 << 10)}}})
+			slowEnded.Add(1)
 			mu.Lock()
 			slowErrs = append(slowErrs, err)
 			mu.Unlock()
@@ -278,8 +292,8 @@ func TestSlowAgent(t *testing.T) {
 	for range 20 {
 		fast()
 	}
-	if worst > time.Second {
-		t.Errorf("slowest command to the fast agent took %v", worst)
+	if fastWhileStuck < 2 {
+		t.Errorf("%d commands to the fast agent completed while the slow agent's were stuck, want every one sent before the drop", fastWhileStuck)
 	}
 	if got := agentsOf(t, hs.hub, tenantA, "slow"); len(got) != 0 {
 		t.Errorf("slow agent still listed: %+v", got)
