@@ -298,10 +298,11 @@ func kubeClient(t testing.TB) dynamic.Interface {
 }
 
 var (
-	rolloutsGVR = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "rollouts"}
-	podsGVR     = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
-	servicesGVR = schema.GroupVersionResource{Version: "v1", Resource: "services"}
-	deployGVR   = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	rolloutsGVR   = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "rollouts"}
+	podsGVR       = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	servicesGVR   = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	deployGVR     = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	namespacesGVR = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 )
 
 func rolloutOf(t testing.TB, ns, name string) *unstructured.Unstructured {

@@ -21,6 +21,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
 	"github.com/sortie-dev/sortie/e2e/kube"
 	sortie "github.com/sortie-dev/sortie/e2e/sortietest"
@@ -513,4 +514,38 @@ func tenantOf(t *testing.T, e *env) store.Tenant {
 func eventsFrom(t *testing.T, base, tok, id string) []event {
 	t.Helper()
 	return (&env{srv: &sortie.Server{URL: base}, admin: tok}).events(t, id)
+}
+
+// A Deployment someone else created is never overwritten or doubled by a Rollout of the same
+// name: the pipeline fails before applying anything, saying why.
+func TestUnmanagedDeploymentIsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sortie.ServerConfig{})
+	e.agent(t, e.srv.URL, "legacy-cluster")
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "legacy"}}}
+	if _, err := kubeClient(t).Resource(namespacesGVR).Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dep := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(deploymentYAML("legacy", "legacy:1")), &dep.Object); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kubeClient(t).Resource(deployGVR).Namespace("legacy").Create(context.Background(), dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	id := e.mustStart(t, canaryApp("legacy", "legacy-cluster", "legacy", "legacy:2", weight(50)))
+	v := e.await(t, id, "FAILED")
+	if !strings.Contains(v.Message, "Deployment legacy/legacy already exists in the cluster and is not managed by Sortie") {
+		t.Errorf("message %q, want the unmanaged Deployment named", v.Message)
+	}
+	if _, err := kubeClient(t).Resource(rolloutsGVR).Namespace("legacy").Get(context.Background(), "legacy", metav1.GetOptions{}); err == nil {
+		t.Error("a Rollout was created beside the unmanaged Deployment")
+	}
+	got, err := kubeClient(t).Resource(deployGVR).Namespace("legacy").Get(context.Background(), "legacy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the unmanaged Deployment is gone: %v", err)
+	}
+	if img := got.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)["image"]; img != "legacy:1" {
+		t.Errorf("the unmanaged Deployment was changed: image %v", img)
+	}
 }
