@@ -849,4 +849,3 @@ func namespaceOf(ns string) string {
 	return ns
 }
 
-func durationOf(ns int64) time.Duration { return time.Duration(ns) }

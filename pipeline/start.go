@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -169,15 +170,17 @@ func planTarget(application, pipelineID string, ct config.Target) (*target, []js
 		if ct.BlueGreen.PreviewService != "" {
 			tg.Services = append(tg.Services, ct.BlueGreen.PreviewService)
 		}
-		var scaleDown int64
+		// shutDownOldVersionAfter holds only timed pauses (config refuses approvals there):
+		// together they are how long the controller keeps the old version after promotion.
+		var scaleDown time.Duration
 		for _, p := range ct.BlueGreen.ShutDownOldVersionAfter {
-			scaleDown += int64(p.Duration)
+			scaleDown += p.Duration
 		}
 		// The engine holds the promotion itself while redirect conditions remain, so the
 		// controller never promotes on its own when there are any.
 		in.BlueGreen = &rollout.BlueGreen{
 			ActiveService: ct.BlueGreen.ActiveService, PreviewService: ct.BlueGreen.PreviewService,
-			AutoPromotion: len(tg.Redirect) == 0, ScaleDownDelay: durationOf(scaleDown),
+			AutoPromotion: len(tg.Redirect) == 0, ScaleDownDelay: scaleDown,
 		}
 	}
 	out, err := rollout.Generate(in)
