@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -201,8 +202,9 @@ func TestHeartbeatsAndDeadStream(t *testing.T) {
 			t.Fatalf("heartbeat without send_time")
 		}
 	}
-	// While the hub beats too, the stream stays.
-	time.Sleep(6 * interval)
+	// While the hub beats too, the stream stays: six more beats on it span twice the three
+	// silent intervals after which the agent would give it up.
+	s.WaitForCount(t, len(beats)+6, agenttest.IsHeartbeat, 20*interval)
 	if n := len(h.hub.Streams()); n != 1 {
 		t.Fatalf("%d streams while both sides beat, want 1", n)
 	}
@@ -300,13 +302,16 @@ func TestGoodbyeTokenExpiredReconnectsAtOnceWithNewToken(t *testing.T) {
 	if s1.Authorization != "Bearer "+issued[0] || s2.Authorization != "Bearer "+issued[1] {
 		t.Errorf("the second stream does not use the new token")
 	}
-	// Other goodbyes wait for the backoff.
+	// Other goodbyes wait for the backoff: the agent decides to wait it out, and has not
+	// reconnected when it decides.
 	if err := s2.Goodbye(hubv1.Goodbye_REASON_SERVER_SHUTTING_DOWN, "bye"); err != nil {
 		t.Fatalf("send Goodbye: %v", err)
 	}
-	time.Sleep(time.Second)
+	if d := h.waitReconnectDelay(t, 1); d < 24*time.Second {
+		t.Errorf("reconnecting in %v after SERVER_SHUTTING_DOWN with a 30 s backoff, want about 30 s", d)
+	}
 	if n := len(h.hub.Streams()); n != 2 {
-		t.Errorf("%d streams a second after SERVER_SHUTTING_DOWN with a 30 s backoff, want 2", n)
+		t.Errorf("%d streams when the agent chose to wait out its backoff, want 2", n)
 	}
 }
 
@@ -325,10 +330,12 @@ func TestTokenReusedWithinItsLifetime(t *testing.T) {
 func TestInvalidClientBacksOff(t *testing.T) {
 	t.Parallel()
 	h := startAgent(t, setup{rejectTokens: true})
-	waitFor(t, waitLong, "a token request", func() bool { return h.tokens.Requests() >= 1 })
-	time.Sleep(2 * time.Second)
+	// The agent decides to wait at least minRejectedDelay before asking again.
+	if d := h.waitReconnectDelay(t, 1); d < minRejectedDelay {
+		t.Errorf("reconnecting in %v after invalid_client, want at least %v (back off, don't hammer)", d, minRejectedDelay)
+	}
 	if n := h.tokens.Requests(); n != 1 {
-		t.Errorf("%d token requests in 2 s after invalid_client, want 1 (back off, don't hammer)", n)
+		t.Errorf("%d token requests when the agent chose to back off, want 1", n)
 	}
 	if !strings.Contains(h.logs.String(), "invalid_client") {
 		t.Errorf("the logs do not say invalid_client:\n%s", h.logs.String())
@@ -367,7 +374,11 @@ func TestResentCommandAnsweredWithoutActingTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The second copy arrives while the first runs: the delete is under way, and the agent
+	// has taken the copy for a re-send.
+	waitFor(t, waitLong, "the delete to start and the re-sent copy to be recognized", func() bool {
+		return deletes.Load() == 1 && strings.Contains(h.logs.String(), `"msg":"command re-sent; answering with its result"`)
+	})
 	close(release)
 	s.WaitForCount(t, 2, agenttest.ResultFor("cmd-1"), waitLong)
 	if err := s.SendCommand(cmd); err != nil {
@@ -642,9 +653,20 @@ func TestWatch(t *testing.T) {
 	if _, err := cms.Create(ctx, obj("v1", "ConfigMap", "apps", "c", map[string]any{"metadata": map[string]any{"labels": map[string]any{"app": "x"}}}), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// A second watch, started once "c" exists, reports it: by then a w1 still running would
+	// have had c's event for a whole command round trip, as Kubernetes hands an event to
+	// every open watch when the object is created.
+	res = s.Do(t, &hubv1.Command{Id: "w-2", Action: &hubv1.Command_Watch{Watch: &hubv1.WatchAction{WatchId: "w2",
+		Selectors: []*hubv1.ResourceSelector{{ApiVersion: "v1", Kind: "ConfigMap", Namespace: "apps", LabelSelector: "app=x"}}}}}, waitLong)
+	if res.GetOutcome() != hubv1.CommandResult_OUTCOME_SUCCEEDED {
+		t.Fatalf("second watch: %v", res)
+	}
+	s.WaitFor(t, func(m *hubv1.ConnectRequest) bool {
+		e := m.GetResourceEvent()
+		return e.GetWatchId() == "w2" && e.GetType() == hubv1.ResourceEvent_TYPE_ADDED && e.GetResource().GetRef().GetName() == "c"
+	}, waitLong)
 	if n := s.Count(event(hubv1.ResourceEvent_TYPE_ADDED, "c")); n != 0 {
-		t.Errorf("an event arrived after unwatch")
+		t.Errorf("an event of w1 arrived after unwatch")
 	}
 }
 
@@ -679,6 +701,27 @@ func httpGet(t *testing.T, url string) (int, string) {
 
 func timestamppbNow(offset time.Duration) *timestamppb.Timestamp {
 	return timestamppb.New(time.Now().Add(offset))
+}
+
+// waitReconnectDelay waits for the agent's n-th decision to wait before reconnecting (its
+// "reconnecting" log record) and returns the delay it chose.
+func (h *harness) waitReconnectDelay(t *testing.T, n int) time.Duration {
+	t.Helper()
+	var delays []time.Duration
+	waitFor(t, waitLong, fmt.Sprintf("reconnect decision %d", n), func() bool {
+		delays = delays[:0]
+		for line := range strings.SplitSeq(h.logs.String(), "\n") {
+			var rec struct {
+				Msg string        `json:"msg"`
+				In  time.Duration `json:"in"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "reconnecting" {
+				delays = append(delays, rec.In)
+			}
+		}
+		return len(delays) >= n
+	})
+	return delays[n-1]
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
