@@ -464,13 +464,6 @@ func (s *Service) CreateCredential(ctx context.Context, p Principal, name string
 }
 
 func (s *Service) createCredential(ctx context.Context, t store.Tenant, name string, roles []string) (store.Credential, string, error) {
-	existing, err := s.st.ListCredentials(ctx, t)
-	if err != nil {
-		return store.Credential{}, "", err
-	}
-	if slices.ContainsFunc(existing, func(c store.Credential) bool { return c.Name == name }) {
-		return store.Credential{}, "", callerError(store.ErrConflict, "a credential named %q exists already in this environment", name)
-	}
 	secret := newSecret()
 	cred := store.Credential{
 		ClientID: newClientID(), Tenant: t, Name: name,
@@ -479,8 +472,10 @@ func (s *Service) createCredential(ctx context.Context, t store.Tenant, name str
 	if cred.Roles == nil {
 		cred.Roles = []string{}
 	}
+	// The store checks the name and inserts in one step: of two replicas creating one name
+	// at once, one gets the conflict.
 	if err := s.st.CreateCredential(ctx, cred); err != nil {
-		return store.Credential{}, "", err
+		return store.Credential{}, "", callerError(err, "a credential named %q exists already in this environment", name)
 	}
 	s.log.Info("credential created", "tenant", t.String(), "client_id", cred.ClientID, "roles", roles)
 	return cred, secret, nil

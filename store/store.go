@@ -93,7 +93,9 @@ type Environments interface {
 
 // Credentials stores machine credentials per tenant.
 type Credentials interface {
-	// CreateCredential stores c; ErrConflict if c.ClientID exists in any tenant.
+	// CreateCredential stores c; ErrConflict if c.ClientID exists in any tenant or c.Name
+	// exists in c's tenant. The name check and the insert are one atomic step, so of two
+	// concurrent creations of one name (on any replica) exactly one succeeds.
 	CreateCredential(ctx context.Context, c Credential) error
 	// GetCredential returns the credential of that tenant or ErrNotFound (also when the
 	// client id belongs to another tenant).

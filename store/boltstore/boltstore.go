@@ -266,6 +266,20 @@ func (s *Store) CreateCredential(ctx context.Context, c store.Credential) error 
 			if err != nil {
 				return err
 			}
+			// Names are unique per tenant; checking inside the write transaction makes the
+			// check and the insert one step.
+			if err := b.ForEach(func(_, raw []byte) error {
+				other, err := record.DecodeCredential(raw)
+				if err != nil {
+					return err
+				}
+				if other.Name == c.Name {
+					return fmt.Errorf("name %q: %w", c.Name, store.ErrConflict)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
 			if err := b.Put([]byte(c.ClientID), v); err != nil {
 				return err
 			}

@@ -65,7 +65,7 @@ func TestClusterNodeDownAndBack(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	tenant := store.Tenant{OrgID: "acme", EnvID: "prod"}
-	if err := s.CreateCredential(ctx, store.Credential{ClientID: "c1", Tenant: tenant}); err != nil {
+	if err := s.CreateCredential(ctx, store.Credential{ClientID: "c1", Name: "one", Tenant: tenant}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -84,7 +84,7 @@ func TestClusterNodeDownAndBack(t *testing.T) {
 	if _, err := s.GetCredential(ctx, tenant, "c1"); err != nil {
 		t.Fatalf("GetCredential once the master is back = %v", err)
 	}
-	if err := s.CreateCredential(ctx, store.Credential{ClientID: "c2", Tenant: tenant}); err != nil {
+	if err := s.CreateCredential(ctx, store.Credential{ClientID: "c2", Name: "two", Tenant: tenant}); err != nil {
 		t.Fatalf("CreateCredential once the master is back = %v", err)
 	}
 }

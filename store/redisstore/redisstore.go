@@ -26,7 +26,7 @@
 // share a key or break out of a hash tag. No command or script touches keys of two hash tags,
 // which Redis Cluster would refuse; creating a credential writes the global index first
 // (HSETNX detects a duplicate client id in any tenant) and removes that entry again if the
-// tenant write fails.
+// tenant write fails (a script refusing a name the tenant has already).
 //
 // Every pipeline write is one Lua script over the tenant's keys: CreatePipeline's in-progress
 // rule with the insert (and the REJECTED mark of a replaced QUEUED pipeline), UpdatePipeline's
@@ -88,6 +88,19 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 `
 
+// createCredentialScript stores a credential in its tenant's hash unless another credential
+// there has the same name: the check and the write are one step, so of two replicas creating
+// one name at once exactly one succeeds. Names are read from the records themselves, so
+// credentials stored before this check existed count too.
+const createCredentialScript = `
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  local ok, rec = pcall(cjson.decode, v)
+  if ok and type(rec) == 'table' and rec.name == ARGV[2] then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`
+
 // compareAndSetScript replaces a hash field's value only if it still holds the expected one.
 const compareAndSetScript = `
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -100,6 +113,7 @@ return 1
 type Store struct {
 	rdb               redis.UniversalClient
 	createEnvironment *redis.Script
+	createCredential  *redis.Script
 	compareAndSet     *redis.Script
 	pipelines         pipelineScripts
 }
@@ -164,6 +178,7 @@ func open(ctx context.Context, rdb redis.UniversalClient) (*Store, error) {
 	s := &Store{
 		rdb:               rdb,
 		createEnvironment: redis.NewScript(createEnvironmentScript),
+		createCredential:  redis.NewScript(createCredentialScript),
 		compareAndSet:     redis.NewScript(compareAndSetScript),
 		pipelines:         newPipelineScripts(),
 	}
@@ -276,7 +291,11 @@ func (s *Store) CreateCredential(ctx context.Context, c store.Credential) error 
 	if !reserved {
 		return wrap(op, store.ErrConflict)
 	}
-	if err := s.rdb.HSet(ctx, credentialsKey(c.Tenant), c.ClientID, v).Err(); err != nil {
+	created, err := s.createCredential.Run(ctx, s.rdb, []string{credentialsKey(c.Tenant)}, c.ClientID, c.Name, v).Bool()
+	if err == nil && !created {
+		err = fmt.Errorf("name %q: %w", c.Name, store.ErrConflict)
+	}
+	if err != nil {
 		// Release the client id. Should this fail too, the id stays reserved but unusable
 		// (lookups answer ErrNotFound), which is harmless for random client ids.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)

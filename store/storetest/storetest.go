@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, reopen func(t *testi
 		{"Environments", testEnvironments},
 		{"Credentials", testCredentials},
 		{"CredentialClientIDRace", testCredentialClientIDRace},
+		{"CredentialNameRace", testCredentialNameRace},
 		{"LookalikeTenants", testLookalikeTenants},
 		{"SigningKeys", testSigningKeys},
 		{"Settings", testSettings},
@@ -321,6 +322,64 @@ func testCredentials(t *testing.T, s store.Store) {
 			t.Errorf("GetCredential through the old tenant = %v, want ErrNotFound", err)
 		}
 	})
+}
+
+// testCredentialNameRace creates one name in one tenant under many client ids at once, as
+// replicas would: exactly one wins, the others change nothing, and the name stays free in
+// other tenants and once its credential is deleted.
+func testCredentialNameRace(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	tenantA, tenantB := store.Tenant{OrgID: "acme", EnvID: "prod"}, store.Tenant{OrgID: "acme", EnvID: "dev"}
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			c := credential(tenantA, fmt.Sprintf("client-%d", i), at(0))
+			c.Name = "deploy-bot"
+			errs[i] = s.CreateCredential(ctx, c)
+		})
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner >= 0:
+			t.Errorf("client-%d and client-%d both created the name", winner, i)
+		case err == nil:
+			winner = i
+		case !errors.Is(err, store.ErrConflict):
+			t.Errorf("client-%d: error = %v, want nil or ErrConflict", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no creation of the name succeeded")
+	}
+	creds := ok(s.ListCredentials(ctx, tenantA))(t)
+	if len(creds) != 1 || creds[0].ClientID != fmt.Sprintf("client-%d", winner) {
+		t.Fatalf("ListCredentials = %+v, want only client-%d", creds, winner)
+	}
+	loser := fmt.Sprintf("client-%d", (winner+1)%n)
+	if _, err := s.LookupCredential(ctx, loser); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("LookupCredential of a refused client id = %v, want ErrNotFound", err)
+	}
+	// A refused client id is not left reserved.
+	if err := s.CreateCredential(ctx, credential(tenantA, loser, at(time.Second))); err != nil {
+		t.Errorf("reuse a refused client id: %v", err)
+	}
+	other := credential(tenantB, "client-b-bot", at(0))
+	other.Name = "deploy-bot"
+	if err := s.CreateCredential(ctx, other); err != nil {
+		t.Errorf("the same name in another tenant: %v", err)
+	}
+	if err := s.DeleteCredential(ctx, tenantA, fmt.Sprintf("client-%d", winner)); err != nil {
+		t.Fatal(err)
+	}
+	again := credential(tenantA, "client-again", at(2*time.Second))
+	again.Name = "deploy-bot"
+	if err := s.CreateCredential(ctx, again); err != nil {
+		t.Errorf("the name after its credential was deleted: %v", err)
+	}
 }
 
 // testCredentialClientIDRace creates one client id in many tenants at once: exactly one wins.
