@@ -21,8 +21,12 @@ const bootstrapSetting = "bootstrap"
 type BootstrapResult struct {
 	// Created is true on the first start, when the admin credential was made.
 	Created bool
-	// Path is where the admin credential file is (or was written, by the first start).
+	// Path is where the admin credential file is: where this start wrote it, or where the
+	// first start (perhaps another replica, on another machine) did; empty when a store
+	// bootstrapped by an older version did not record it.
 	Path string
+	// Host is the machine the first start ran on (Config.Host), when it recorded one.
+	Host string
 	// Admin is the admin credential file's content; set only when Created.
 	Admin AdminCredential
 }
@@ -48,7 +52,11 @@ func (s *Service) Bootstrap(ctx context.Context, path string) (BootstrapResult, 
 		return BootstrapResult{}, fmt.Errorf("bootstrap: %w", err)
 	}
 	if !won {
-		return BootstrapResult{Path: path}, s.waitBootstrapped(ctx)
+		done, err := s.waitBootstrapped(ctx)
+		if err != nil {
+			return BootstrapResult{}, err
+		}
+		return BootstrapResult{Path: done.Path, Host: done.Host}, nil
 	}
 	created, err := s.CreateOrganization(ctx, "default")
 	if err != nil {
@@ -66,14 +74,31 @@ func (s *Service) Bootstrap(ctx context.Context, path string) (BootstrapResult, 
 	if err := writePrivateFile(path, append(data, '\n')); err != nil {
 		return BootstrapResult{}, fmt.Errorf("bootstrap: save the admin credential: %w", err)
 	}
-	if _, err := s.st.SetSettingIfAbsent(ctx, bootstrapDoneSetting, []byte(created.Admin.ClientID)); err != nil {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	done, err := json.Marshal(bootstrapDone{ClientID: created.Admin.ClientID, Path: abs, Host: s.host})
+	if err != nil {
+		return BootstrapResult{}, err
+	}
+	if _, err := s.st.SetSettingIfAbsent(ctx, bootstrapDoneSetting, done); err != nil {
 		return BootstrapResult{}, fmt.Errorf("bootstrap: %w", err)
 	}
-	return BootstrapResult{Created: true, Path: path, Admin: admin}, nil
+	return BootstrapResult{Created: true, Path: path, Host: s.host, Admin: admin}, nil
 }
 
-// bootstrapDoneSetting is set once the admin credential has been saved.
+// bootstrapDoneSetting is set once the admin credential has been saved, to a bootstrapDone
+// (older versions stored the bare client id).
 const bootstrapDoneSetting = "bootstrap-done"
+
+// bootstrapDone records where the first start saved the admin credential, so that every
+// later start, on any replica, can say where it really is.
+type bootstrapDone struct {
+	ClientID string `json:"clientId"`
+	Path     string `json:"path"`
+	Host     string `json:"host,omitempty"`
+}
 
 // defaultBootstrapWait is how long a replica waits for another one's bootstrap.
 const defaultBootstrapWait = 15 * time.Second
@@ -83,21 +108,25 @@ const defaultBootstrapWait = 15 * time.Second
 var ErrBootstrapIncomplete = errors.New("an earlier first start stopped before it saved the admin credential; " +
 	"start over with an empty store (a new --data-dir, or an empty Redis database)")
 
-func (s *Service) waitBootstrapped(ctx context.Context) error {
+func (s *Service) waitBootstrapped(ctx context.Context) (bootstrapDone, error) {
 	deadline := time.Now().Add(s.bootstrapWait)
 	for {
-		_, err := s.st.GetSetting(ctx, bootstrapDoneSetting)
+		raw, err := s.st.GetSetting(ctx, bootstrapDoneSetting)
 		switch {
 		case err == nil:
-			return nil
+			var done bootstrapDone
+			if json.Unmarshal(raw, &done) != nil {
+				done = bootstrapDone{ClientID: string(raw)} // an older version's record
+			}
+			return done, nil
 		case !errors.Is(err, store.ErrNotFound):
-			return fmt.Errorf("bootstrap: %w", err)
+			return bootstrapDone{}, fmt.Errorf("bootstrap: %w", err)
 		case time.Now().After(deadline):
-			return ErrBootstrapIncomplete
+			return bootstrapDone{}, ErrBootstrapIncomplete
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return bootstrapDone{}, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -300,3 +300,47 @@ func TestBootstrapIncomplete(t *testing.T) {
 		t.Errorf("credential file after the second Bootstrap: %v, want none", err)
 	}
 }
+
+// TestBootstrapOtherReplica: a replica starting after another one bootstrapped the store
+// learns where the admin credential really is (the other's machine and path), and writes no
+// file of its own.
+func TestBootstrapOtherReplica(t *testing.T) {
+	t.Parallel()
+	fx := newEmptyFixture(t)
+	cfgA, cfgB := fx.config(), fx.config()
+	cfgA.Host, cfgB.Host = "node-a", "node-b"
+	first := filepath.Join(t.TempDir(), "admin-credentials.json")
+	if _, err := newService(t, fx.st, cfgA).Bootstrap(t.Context(), first); err != nil {
+		t.Fatal(err)
+	}
+	mine := filepath.Join(t.TempDir(), "admin-credentials.json")
+	res, err := newService(t, fx.st, cfgB).Bootstrap(t.Context(), mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(identity.BootstrapResult{Path: first, Host: "node-a"}, res); diff != "" {
+		t.Errorf("second replica's result (-want +got):\n%s", diff)
+	}
+	if _, err := os.Stat(mine); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the second replica wrote %s: %v", mine, err)
+	}
+}
+
+// TestBootstrapOlderRecord: a store bootstrapped by a version that did not record where the
+// credential went says so (no path) instead of pointing at a file that was never written.
+func TestBootstrapOlderRecord(t *testing.T) {
+	t.Parallel()
+	fx := newEmptyFixture(t)
+	for key, value := range map[string]string{"bootstrap": "2030-01-02T03:04:05Z", "bootstrap-done": "someclientid"} {
+		if _, err := fx.st.SetSettingIfAbsent(t.Context(), key, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := fx.svc.Bootstrap(t.Context(), filepath.Join(t.TempDir(), "admin-credentials.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(identity.BootstrapResult{}, res); diff != "" {
+		t.Errorf("result (-want +got):\n%s", diff)
+	}
+}

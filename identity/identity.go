@@ -49,6 +49,9 @@ type Config struct {
 	// BootstrapWait is how long Bootstrap waits for another replica's bootstrap to finish;
 	// zero means 15 s.
 	BootstrapWait time.Duration
+	// Host names this replica's machine (the host name); Bootstrap records it with where it
+	// saved the admin credential, so other replicas can say where that file is.
+	Host string
 	// CredentialCheckTTL is how long a replica trusts what it last read of a credential when
 	// checking a token; zero means DefaultCredentialCheckTTL. A credential deleted, or whose
 	// roles changed, on another replica stops working here within it.
@@ -76,6 +79,7 @@ type Service struct {
 	creds    *credentialCache
 
 	bootstrapWait time.Duration
+	host          string
 
 	orgMu    sync.RWMutex // guards orgNames
 	orgNames map[string]string
@@ -124,6 +128,7 @@ func New(ctx context.Context, log *slog.Logger, st store.Store, cfg Config) (*Se
 		cfg.Registerer.MustRegister(s.issued, s.failures)
 	}
 	s.bootstrapWait = cmp.Or(cfg.BootstrapWait, defaultBootstrapWait)
+	s.host = cfg.Host
 	s.attempts = newMemoryCounter(now)
 	if fc, ok := st.(store.FailureCounter); ok {
 		s.attempts = fc

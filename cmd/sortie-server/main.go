@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -82,10 +83,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		}
 		scheme = "https"
 	}
-	baseURL := cfg.PublicURL
-	if baseURL == "" {
-		baseURL = scheme + "://" + ln.Addr().String()
-	}
+	listenURL := scheme + "://" + ln.Addr().String()
+	baseURL := cmp.Or(cfg.PublicURL, listenURL)
+	host, _ := os.Hostname()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -96,6 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		KeyRotation: cfg.KeyRotation,
 		MasterKey:   masterKey,
 		Registerer:  reg,
+		Host:        host,
 	})
 	if err != nil {
 		return err
@@ -106,12 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 	if err != nil {
 		return err
 	}
-	if boot.Created {
-		fmt.Fprintf(stdout, "Created organization \"default\", environment \"default\" and an admin credential (shown once, also saved to %s):\n  client id:     %s\n  client secret: %s\n",
-			boot.Path, boot.Admin.ClientID, boot.Admin.ClientSecret)
-	} else {
-		fmt.Fprintf(stdout, "Admin credential: see %s (written by the first start).\n", boot.Path)
-	}
+	printAdminCredential(stdout, boot, host)
 
 	var hubOpts []hub.Option
 	if cfg.RedisURL != "" {
@@ -122,6 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		defer rdb.Close()
 		hubOpts = append(hubOpts, hub.WithRedis(rdb))
 	}
+	hubOpts = append(hubOpts, hub.WithCredentialCheck(id, 0)) // deleted credentials' streams end
 	agents := hub.New(log, hub.Config{HeartbeatInterval: cfg.AgentHeartbeat, GracePeriod: cfg.AgentGracePeriod, Registerer: reg}, hubOpts...)
 	sealer, err := seal.New(masterKey, "pipelines")
 	if err != nil {
@@ -132,7 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		Retention: cfg.PipelineRetention, Registerer: reg,
 	})
 	gw := gateway.New(log, id, agents, reg, gateway.WithPipelines(engine))
-	fmt.Fprintf(stdout, "Sortie is listening on %s (API docs at %s/docs)\n", baseURL, baseURL)
+	printListening(stdout, listenURL, baseURL)
 	log.Info("listening", "addr", ln.Addr().String(), "public_url", baseURL, "store", storeKind(cfg), "hub_instance", agents.InstanceID())
 	if listening != nil {
 		listening <- baseURL

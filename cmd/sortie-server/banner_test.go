@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sortie-dev/sortie/identity"
+	"github.com/sortie-dev/sortie/store/redistest"
+)
+
+func TestPrintAdminCredential(t *testing.T) {
+	t.Parallel()
+	present := filepath.Join(t.TempDir(), "admin-credentials.json")
+	if err := os.WriteFile(present, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(t.TempDir(), "admin-credentials.json")
+	tests := []struct {
+		name string
+		boot identity.BootstrapResult
+		want string
+	}{
+		{"first start", identity.BootstrapResult{Created: true, Path: present, Admin: identity.AdminCredential{ClientID: "id1", ClientSecret: "s3cret"}},
+			"also saved to " + present + "):\n  client id:     id1\n  client secret: s3cret\n"},
+		{"restart on the same machine", identity.BootstrapResult{Path: present, Host: "node-a"}, "Admin credential: see " + present + " (written by the first start).\n"},
+		{"replica on another machine", identity.BootstrapResult{Path: present, Host: "node-b"}, "Admin credential: see " + present + " on node-b (written by the first start there; this replica has no copy).\n"},
+		{"file removed since", identity.BootstrapResult{Path: gone, Host: "node-a"}, "which is gone"},
+		{"store from an older version", identity.BootstrapResult{}, "does not record on which machine"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			printAdminCredential(&out, tt.boot, "node-a")
+			if !strings.Contains(out.String(), tt.want) {
+				t.Errorf("printed %q, want it to contain %q", out.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestSecondReplicaBanner: a second replica on the same Redis and public URL announces its
+// own listener and the admin credential the first one wrote, not a file of its own.
+func TestSecondReplicaBanner(t *testing.T) {
+	t.Parallel()
+	const publicURL = "http://sortie.test:8080"
+	redisURL := redistest.New(t).URL()
+	dirA, dirB := newDataDir(t), newDataDir(t)
+	a := startServer(t, "--addr", "127.0.0.1:0", "--data-dir", dirA, "--public-url", publicURL, "--redis-url", redisURL)
+	b := startServer(t, "--addr", "127.0.0.1:0", "--data-dir", dirB, "--public-url", publicURL, "--redis-url", redisURL,
+		"--master-key-file", filepath.Join(dirA, "master.key"))
+	stdout := b.stdout.String()
+	for _, want := range []string{
+		"Sortie is listening on " + b.Base + " (public URL " + publicURL,
+		"Admin credential: see " + filepath.Join(dirA, "admin-credentials.json") + " (written by the first start).",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("second replica's banner lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, dirB) {
+		t.Errorf("second replica points into its own data directory:\n%s", stdout)
+	}
+	if a.Base == b.Base {
+		t.Fatal("both replicas on one listener")
+	}
+}
