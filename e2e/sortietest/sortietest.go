@@ -284,7 +284,7 @@ func ConnectedAgents(t testing.TB, baseURL, tok, identifier string) []AgentStrea
 // Namespaces asks an account's agent for its namespaces through REST.
 func Namespaces(t testing.TB, baseURL, tok, account string) (int, []string, string) {
 	t.Helper()
-	status, body := Call(t, "GET", baseURL+"/accounts/"+account+"/Namespaces", tok, nil)
+	status, body := Call(t, "GET", baseURL+"/accounts/"+account+"/namespaces", tok, nil)
 	var names []string
 	if status == 200 {
 		_ = json.Unmarshal(body, &names)
