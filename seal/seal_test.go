@@ -73,7 +73,8 @@ func TestRoundTrip(t *testing.T) {
 		if bytes.Equal(a, b) {
 			t.Error("sealing the same value twice gave the same bytes; the nonce must be random")
 		}
-		if len(plaintext) > 0 && bytes.Contains(a, plaintext) {
+		// A byte or two can turn up in random ciphertext by chance; a longer run cannot.
+		if len(plaintext) >= 8 && bytes.Contains(a, plaintext) {
 			t.Error("the sealed value contains the plaintext")
 		}
 		got, err := s.Open(a, []byte("p1"))
