@@ -3,6 +3,7 @@ package rollout_test
 import (
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -72,16 +73,20 @@ func FuzzGenerate(f *testing.F) {
 
 // FuzzObserve feeds arbitrary JSON to Observe: it never panics.
 func FuzzObserve(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "observe"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("testdata", "observe", e.Name()))
+	// Every Rollout in testdata/observe, the real controller's under real/ too, is a seed.
+	err := filepath.WalkDir(filepath.Join("testdata", "observe"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
 		if err != nil {
-			f.Fatal(err)
+			return err
 		}
 		f.Add(b)
+		return nil
+	})
+	if err != nil {
+		f.Fatal(err)
 	}
 	f.Add([]byte(`{"apiVersion":"argoproj.io/v1alpha1","kind":"Rollout","metadata":{"name":"x"},"spec":{"strategy":{"canary":{"steps":[{"pause":{"duration":"x"}}]}}},"status":{"currentStepIndex":-3,"pauseConditions":[{"reason":"CanaryPauseStep"}]}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
