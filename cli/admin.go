@@ -12,10 +12,11 @@ import (
 
 func (a *app) agentsCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "agents",
-		Short: "See the agents (clusters) connected to the server",
-		Args:  usageArgs(cobra.NoArgs),
-		RunE:  needSubcommand,
+		Use:     "agents",
+		Short:   "See the agents (clusters) connected to the server",
+		Example: `  sortie agents list`,
+		Args:    usageArgs(cobra.NoArgs),
+		RunE:    needSubcommand,
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
@@ -73,8 +74,10 @@ func (a *app) credentialsCommand() *cobra.Command {
 		Use:     "credentials",
 		Aliases: []string{"credential"},
 		Short:   "Create, list and delete machine credentials",
-		Args:    usageArgs(cobra.NoArgs),
-		RunE:    needSubcommand,
+		Example: `  sortie credentials create ci-pipeline --role "Deployments Full Access"
+  sortie credentials list`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: needSubcommand,
 	}
 	var roles []string
 	create := &cobra.Command{

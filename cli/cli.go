@@ -105,9 +105,6 @@ func Run(ctx context.Context, args []string, env Env) int {
 	a := &app{env: env}
 	root := a.rootCommand()
 	root.SetArgs(args)
-	root.SetIn(env.Stdin)
-	root.SetOut(env.Stdout)
-	root.SetErr(env.Stderr)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
@@ -166,6 +163,29 @@ in progress).`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
 	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.deployCommand(), a.agentsCommand(), a.credentialsCommand())
+	// The streams are set before the completion command is made: it keeps the output stream
+	// it finds then.
+	root.SetIn(a.env.Stdin)
+	root.SetOut(a.env.Stdout)
+	root.SetErr(a.env.Stderr)
+	// cobra's completion command only groups the shells: without this, a missing or unknown
+	// shell prints the help and exits 0, which a script takes for success.
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() != "completion" {
+			continue
+		}
+		c.Args, c.RunE = usageArgs(cobra.NoArgs), needSubcommand
+		c.Example = "  sortie completion bash > /etc/bash_completion.d/sortie\n  source <(sortie completion zsh)"
+		for _, sh := range c.Commands() {
+			sh.Example = fmt.Sprintf("  source <(sortie completion %s)", sh.Name())
+			if sh.Name() == "powershell" {
+				sh.Example = "  sortie completion powershell | Out-String | Invoke-Expression"
+			} else if sh.Name() == "fish" {
+				sh.Example = "  sortie completion fish > ~/.config/fish/completions/sortie.fish"
+			}
+		}
+	}
 	return root
 }
 

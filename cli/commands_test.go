@@ -295,11 +295,30 @@ func TestCredentials(t *testing.T) {
 func TestHelpAndCompletion(t *testing.T) {
 	t.Parallel()
 	u := &user{s: &server{URL: "http://127.0.0.1:1"}, configDir: t.TempDir(), env: map[string]string{}}
-	for _, args := range [][]string{{"--help"}, {"deploy", "start", "--help"}, {"deploy", "approve", "--help"}, {"credentials", "create", "--help"}} {
-		r := u.mustRun(t, args...)
-		if !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--addr") {
-			t.Errorf("sortie %s lacks examples or global flags:\n%s", strings.Join(args, " "), r.stdout)
+	// Every command's help has examples and the global flags; the list of commands is read
+	// from the root's help, so a new command cannot skip them.
+	var walk func(path []string)
+	seen := 0
+	walk = func(path []string) {
+		r := u.mustRun(t, append(append([]string{}, path...), "--help")...)
+		seen++
+		if !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--addr") || !strings.Contains(r.stdout, "-o, --output") {
+			t.Errorf("sortie %s --help lacks examples or global flags:\n%s", strings.Join(path, " "), r.stdout)
 		}
+		_, cmds, ok := strings.Cut(r.stdout, "Available Commands:\n")
+		if !ok {
+			return
+		}
+		cmds, _, _ = strings.Cut(cmds, "\n\n")
+		for _, line := range strings.Split(cmds, "\n") {
+			if name := strings.Fields(line)[0]; name != "help" {
+				walk(append(append([]string{}, path...), name))
+			}
+		}
+	}
+	walk(nil)
+	if seen < 19 { // the root, 5 top-level commands, 10 subcommands, completion and 4 shells
+		t.Errorf("walked %d commands' help, want at least 19", seen)
 	}
 	if r := u.mustRun(t, "deploy", "start", "--help"); !strings.Contains(r.stdout, "--add-context") || !strings.Contains(r.stdout, "-t, --target") {
 		t.Errorf("deploy start --help:\n%s", r.stdout)
@@ -311,5 +330,11 @@ func TestHelpAndCompletion(t *testing.T) {
 	}
 	if r := u.mustRun(t, "__complete", "-o", ""); !strings.Contains(r.stdout, "json\nyaml") {
 		t.Errorf("completion of -o:\n%s", r.stdout)
+	}
+	// A missing or unknown shell is a usage error, not the help with exit 0.
+	for _, args := range [][]string{{"completion"}, {"completion", "tcsh"}} {
+		if r := u.run(t, args...); r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, "bash, fish, powershell, zsh") && !strings.Contains(r.stderr, `unknown command "tcsh" for "sortie completion"`) {
+			t.Errorf("sortie %s: exit %d, stdout %q, stderr %q", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
 	}
 }
