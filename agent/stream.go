@@ -105,6 +105,11 @@ func (a *Agent) connectLoop(ctx context.Context) {
 			if a.now().Sub(lastImmediate) >= immediateReconnectEvery {
 				lastImmediate, delay = a.now(), 0
 			}
+		case end.goodbye.GetReason() == hubv1.Goodbye_REASON_CREDENTIAL_REVOKED:
+			// A new token will not help before an operator issues a new credential.
+			a.tokens.Invalidate()
+			a.log.Error("the hub revoked the agent's credential", "message", end.goodbye.GetMessage())
+			delay = max(delay, minRejectedDelay)
 		case end.goodbye != nil:
 			a.log.Warn("the hub closed the stream", "reason", end.goodbye.GetReason().String(), "message", end.goodbye.GetMessage())
 		case errors.Is(end.err, errInvalidClient):

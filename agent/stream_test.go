@@ -781,3 +781,24 @@ func TestWatchResentAfterReconnect(t *testing.T) {
 		t.Errorf("object a was ADDED %d times on the new stream, want once (the watch started twice)", n)
 	}
 }
+
+// TestGoodbyeCredentialRevokedBacksOff: a hub saying the credential was revoked is not
+// pressed with reconnects: the agent drops its token and waits at least minRejectedDelay.
+func TestGoodbyeCredentialRevokedBacksOff(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, setup{})
+	h.tokens.SetTTL(time.Hour)
+	s := h.hub.WaitStream(1, waitLong)
+	if err := s.Goodbye(hubv1.Goodbye_REASON_CREDENTIAL_REVOKED, "the stream's credential was deleted"); err != nil {
+		t.Fatalf("send Goodbye: %v", err)
+	}
+	if d := h.waitReconnectDelay(t, 1); d < minRejectedDelay {
+		t.Errorf("reconnecting in %v after CREDENTIAL_REVOKED, want at least %v", d, minRejectedDelay)
+	}
+	if n := len(h.hub.Streams()); n != 1 {
+		t.Errorf("%d streams when the agent chose to back off, want 1", n)
+	}
+	if !strings.Contains(h.logs.String(), "the hub revoked the agent's credential") {
+		t.Errorf("the logs do not say the credential was revoked:\n%s", h.logs.String())
+	}
+}

@@ -274,6 +274,8 @@ type Hub struct {
 	rdb          redis.UniversalClient
 	m            *metrics
 	helloTimeout time.Duration
+	creds        CredentialChecker // nil: streams end only with their tokens
+	credsEvery   time.Duration
 
 	ready     chan struct{} // closed once the bus delivers (at once without Redis)
 	readyOnce sync.Once

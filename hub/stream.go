@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -72,7 +73,7 @@ func closeError(gb *hubv1.Goodbye) error {
 	switch gb.Reason {
 	case hubv1.Goodbye_REASON_PROTOCOL_ERROR:
 		code = connect.CodeInvalidArgument
-	case hubv1.Goodbye_REASON_TOKEN_EXPIRED:
+	case hubv1.Goodbye_REASON_TOKEN_EXPIRED, hubv1.Goodbye_REASON_CREDENTIAL_REVOKED:
 		code = connect.CodeUnauthenticated
 	case hubv1.Goodbye_REASON_TOO_SLOW:
 		code = connect.CodeResourceExhausted
@@ -325,6 +326,13 @@ func (h *Hub) serve(ctx context.Context, s *stream, principal identity.Principal
 			h.closeWith(s, hubv1.Goodbye_REASON_TOKEN_EXPIRED, "the stream's token expired; reconnect with a new token")
 		})
 		defer t.Stop()
+	}
+	if h.creds != nil {
+		var wg sync.WaitGroup
+		done := make(chan struct{})
+		defer wg.Wait()
+		defer close(done)
+		wg.Go(func() { h.watchCredential(ctx, s, principal, done) })
 	}
 	lastHeard := time.Now()
 	for {
@@ -610,6 +618,8 @@ func closeReason(gb *hubv1.Goodbye) string {
 		return "too_slow"
 	case hubv1.Goodbye_REASON_HEARTBEAT_TIMEOUT:
 		return "heartbeat_timeout"
+	case hubv1.Goodbye_REASON_CREDENTIAL_REVOKED:
+		return "credential_revoked"
 	}
 	return "other"
 }

@@ -118,6 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		defer rdb.Close()
 		hubOpts = append(hubOpts, hub.WithRedis(rdb))
 	}
+	hubOpts = append(hubOpts, hub.WithCredentialCheck(id, 0)) // deleted credentials' streams end
 	agents := hub.New(log, hub.Config{HeartbeatInterval: cfg.AgentHeartbeat, GracePeriod: cfg.AgentGracePeriod, Registerer: reg}, hubOpts...)
 	sealer, err := seal.New(masterKey, "pipelines")
 	if err != nil {

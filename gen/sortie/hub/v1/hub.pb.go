@@ -47,6 +47,9 @@ const (
 	Goodbye_REASON_TOO_SLOW Goodbye_Reason = 5
 	// REASON_HEARTBEAT_TIMEOUT: nothing was heard for three heartbeat intervals.
 	Goodbye_REASON_HEARTBEAT_TIMEOUT Goodbye_Reason = 6
+	// REASON_CREDENTIAL_REVOKED: the stream's credential was deleted, or no longer holds
+	// scope connect:agentHub; a new token will not help until an operator issues one.
+	Goodbye_REASON_CREDENTIAL_REVOKED Goodbye_Reason = 7
 )
 
 // Enum value maps for Goodbye_Reason.
@@ -59,6 +62,7 @@ var (
 		4: "REASON_PROTOCOL_ERROR",
 		5: "REASON_TOO_SLOW",
 		6: "REASON_HEARTBEAT_TIMEOUT",
+		7: "REASON_CREDENTIAL_REVOKED",
 	}
 	Goodbye_Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":          0,
@@ -68,6 +72,7 @@ var (
 		"REASON_PROTOCOL_ERROR":       4,
 		"REASON_TOO_SLOW":             5,
 		"REASON_HEARTBEAT_TIMEOUT":    6,
+		"REASON_CREDENTIAL_REVOKED":   7,
 	}
 )
 
@@ -2236,10 +2241,10 @@ const file_sortie_hub_v1_hub_proto_rawDesc = "" +
 	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12*\n" +
 	"\x11max_message_bytes\x18\x04 \x01(\x03R\x0fmaxMessageBytes\"D\n" +
 	"\tHeartbeat\x127\n" +
-	"\tsend_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bsendTime\"\xa6\x02\n" +
+	"\tsend_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bsendTime\"\xc5\x02\n" +
 	"\aGoodbye\x125\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1d.sortie.hub.v1.Goodbye.ReasonR\x06reason\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xc9\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xe8\x01\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14REASON_TOKEN_EXPIRED\x10\x01\x12\x1f\n" +
@@ -2247,7 +2252,8 @@ const file_sortie_hub_v1_hub_proto_rawDesc = "" +
 	"\x1aREASON_AGENT_SHUTTING_DOWN\x10\x03\x12\x19\n" +
 	"\x15REASON_PROTOCOL_ERROR\x10\x04\x12\x13\n" +
 	"\x0fREASON_TOO_SLOW\x10\x05\x12\x1c\n" +
-	"\x18REASON_HEARTBEAT_TIMEOUT\x10\x06\"x\n" +
+	"\x18REASON_HEARTBEAT_TIMEOUT\x10\x06\x12\x1d\n" +
+	"\x19REASON_CREDENTIAL_REVOKED\x10\a\"x\n" +
 	"\x0fObjectReference\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +
