@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -144,8 +144,11 @@ func (a *app) deployCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "deploy",
 		Short: "Start, follow, approve and abort deployments",
-		Args:  usageArgs(cobra.NoArgs),
-		RunE:  needSubcommand,
+		Example: `  sortie deploy start -f examples/canary/deploy.yml --watch
+  sortie deploy list --status AWAITING_APPROVAL
+  sortie deploy approve 5f0c6a1e-...`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: needSubcommand,
 	}
 	cmd.AddCommand(a.deployStartCommand(), a.deployStatusCommand(), a.deployListCommand(), a.deployApproveCommand(), a.deployAbortCommand())
 	return cmd
@@ -248,7 +251,7 @@ func (a *app) deployStatusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status PIPELINE_ID",
 		Short: "Show a pipeline: its targets, steps, pauses and decisions",
-		Example: `  sortie deploy status 5f0c6a1e-... 
+		Example: `  sortie deploy status 5f0c6a1e-...
   sortie deploy status 5f0c6a1e-... --watch
   sortie deploy status 5f0c6a1e-... -o json | jq -r .status`,
 		Args:              usageArgs(cobra.ExactArgs(1)),
@@ -336,7 +339,7 @@ func (a *app) deployListCommand() *cobra.Command {
 					if v == "" {
 						continue
 					}
-					if !contains(statuses, v) {
+					if !slices.Contains(statuses, v) {
 						return usagef("--status %q: use one of %s", v, strings.Join(statuses, ", "))
 					}
 					q.Add("status", v)
@@ -392,15 +395,6 @@ func (a *app) deployListCommand() *cobra.Command {
 	f.StringVar(&pageToken, "page-token", "", "the page after the one that printed this token")
 	_ = cmd.RegisterFlagCompletionFunc("status", cobra.FixedCompletions(statuses, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // actionReply is the reply of approve and abort.
@@ -491,10 +485,4 @@ func (a *app) completePipelines(cmd *cobra.Command, args []string, _ string) ([]
 		out = append(out, cobra.CompletionWithDesc(p.ID, p.Application+" "+p.Status))
 	}
 	return out, cobra.ShellCompDirectiveNoFileComp
-}
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w any) bool {
-	f, ok := w.(*os.File)
-	return ok && termIsTerminal(f.Fd())
 }

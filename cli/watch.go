@@ -17,7 +17,11 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-func termIsTerminal(fd uintptr) bool { return term.IsTerminal(int(fd)) }
+// isTerminal reports whether r or w is a terminal.
+func isTerminal(rw any) bool {
+	f, ok := rw.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
 
 // maxPollFailures is how many reads in a row may fail (the server restarting, a network
 // blip) before --watch gives up.
@@ -304,8 +308,8 @@ func (a *app) watchLive(ctx context.Context, p *poller, interval time.Duration) 
 	defer cancel()
 	model := &liveModel{id: p.id, now: a.env.Now, st: newLiveStyles(lipgloss.NewRenderer(a.env.Stdout))}
 	var in io.Reader
-	if f, ok := a.env.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		in = f
+	if isTerminal(a.env.Stdin) {
+		in = a.env.Stdin
 	}
 	prog := tea.NewProgram(model, tea.WithContext(lctx), tea.WithOutput(a.env.Stdout), tea.WithInput(in),
 		tea.WithEnvironment([]string{"TERM=" + a.env.Getenv("TERM"), "COLORTERM=" + a.env.Getenv("COLORTERM"), "NO_COLOR=" + a.env.Getenv("NO_COLOR")}))

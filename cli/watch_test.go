@@ -53,23 +53,7 @@ func TestWatchLiveView(t *testing.T) {
 	u.mustRun(t, "deploy", "start", "-f", file, "--watch", "--poll-interval", "50ms") // the first version: no steps
 	replaceIn(t, filepath.Join(dir, "app.yaml"), "example.com/live:1", "example.com/live:2")
 
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		t.Fatalf("open a pseudo-terminal: %v", err)
-	}
-	defer ptmx.Close()
-	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 200}); err != nil {
-		t.Fatal(err)
-	}
-	var screen syncBuffer
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		_, err := io.Copy(&screen, ptmx)
-		if err != nil && !errors.Is(err, os.ErrClosed) && !strings.Contains(err.Error(), "input/output error") {
-			t.Errorf("read the terminal: %v", err)
-		}
-	}()
+	_, tty, screen, readDone := openTerminal(t)
 	var stderr syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -138,6 +122,37 @@ func TestWatchLiveView(t *testing.T) {
 	}
 }
 
+// openTerminal opens a 200x40 pseudo-terminal: tty is the program's side, ptmx the user's;
+// screen collects what the program draws until readDone is closed (after tty is closed).
+func openTerminal(t *testing.T) (ptmx, tty *os.File, screen *syncBuffer, readDone <-chan struct{}) {
+	t.Helper()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		tty.Close()
+		ptmx.Close()
+		select { // the reader ends on the close; don't let it outlive the test
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 200}); err != nil {
+		t.Fatal(err)
+	}
+	screen = &syncBuffer{}
+	go func() {
+		defer close(done)
+		_, err := io.Copy(screen, ptmx)
+		if err != nil && !errors.Is(err, os.ErrClosed) && !strings.Contains(err.Error(), "input/output error") {
+			t.Errorf("read the terminal: %v", err)
+		}
+	}()
+	return ptmx, tty, screen, done
+}
+
 var ansiSeq = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r`)
 
 func stripANSI(s string) string { return ansiSeq.ReplaceAllString(s, "") }
@@ -200,16 +215,7 @@ func TestWatchLiveViewQuit(t *testing.T) {
 	u.login(t)
 	id := startedID(t, u.mustRun(t, "deploy", "start", "-f", gatedDir(t), "-t", "prod").stdout)
 
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		t.Fatalf("open a pseudo-terminal: %v", err)
-	}
-	defer ptmx.Close()
-	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 200}); err != nil {
-		t.Fatal(err)
-	}
-	var screen syncBuffer
-	go func() { _, _ = io.Copy(&screen, ptmx) }()
+	ptmx, tty, screen, _ := openTerminal(t)
 	var stderr syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
