@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -257,8 +258,9 @@ func normalize(v any) any {
 	return v
 }
 
-// body is the request the Armory CLI sends: the deploy file as JSON plus files, context and
-// targetFilters (null, or one includeTarget per -t).
+// body is the request the Armory CLI sends: the deploy file as JSON plus files, context (the
+// file's, with the --add-context values over it) and targetFilters (null, or one
+// includeTarget per -t).
 func (df *deployFile) body(only []string, context map[string]string) ([]byte, error) {
 	for _, t := range only {
 		if !slices.Contains(df.targets, t) {
@@ -274,10 +276,15 @@ func (df *deployFile) body(only []string, context map[string]string) ([]byte, er
 		out[k] = v
 	}
 	out["files"] = df.files
-	if context == nil {
-		context = map[string]string{}
+	// As the Armory CLI does: the file's own context, then --add-context over it.
+	merged := map[string]any{}
+	if own, ok := df.doc["context"].(map[string]any); ok {
+		maps.Copy(merged, own)
 	}
-	out["context"] = context
+	for k, v := range context {
+		merged[k] = v
+	}
+	out["context"] = merged
 	if len(only) == 0 {
 		out["targetFilters"] = nil
 	} else {

@@ -38,6 +38,7 @@ manifests:
   - inline: "kind: ConfigMap"
 strategies:
   c: {canary: {steps: [{setWeight: {weight: 25}}, {pause: {duration: 1, unit: SECONDS}}]}}
+context: {team: payments, commit: from-the-file}
 `)
 	write("k8s/b.yaml", "kind: B\n")
 	write("k8s/a.yml", "kind: A\n")
@@ -57,9 +58,9 @@ strategies:
 		filters any
 		ctx     any
 	}{
-		{"every target", nil, nil, nil, map[string]any{}},
-		{"filtered, with context", []string{"prod", "staging"}, map[string]string{"commit": "abc"},
-			[]any{map[string]any{"includeTarget": "prod"}, map[string]any{"includeTarget": "staging"}}, map[string]any{"commit": "abc"}},
+		{"every target, the file's context", nil, nil, nil, map[string]any{"team": "payments", "commit": "from-the-file"}},
+		{"filtered, --add-context over the file's", []string{"prod", "staging"}, map[string]string{"commit": "abc", "by": "ci"},
+			[]any{map[string]any{"includeTarget": "prod"}, map[string]any{"includeTarget": "staging"}}, map[string]any{"team": "payments", "commit": "abc", "by": "ci"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body, err := df.body(tc.only, tc.context)
