@@ -26,6 +26,10 @@ type apiError struct {
 
 func (e *apiError) Error() string {
 	what := fmt.Sprintf("the server answered %d %s", e.Status, http.StatusText(e.Status))
+	// A server error is logged under its error_id: the one thing worth quoting when reporting it.
+	if e.ErrorID != "" && e.Status >= http.StatusInternalServerError {
+		what += " (error_id " + e.ErrorID + ")"
+	}
 	if len(e.Messages) == 0 {
 		return what
 	}
