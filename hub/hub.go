@@ -5,13 +5,15 @@
 //
 // # Streams
 //
-// An agent's first message must be a Hello within 10 s; the hub answers with a Welcome and
-// from then on both sides send Heartbeats at the Welcome's interval. A stream silent for three
-// intervals, a stream whose token expires, a stream too slow to take what is sent to it and
+// An agent's first message must be a Hello within 10 s, obeying the rules hub.proto declares
+// for it (protovalidate; [CheckIdentifier] words the agent identifier's); the hub answers with
+// a Welcome and from then on both sides send Heartbeats at the Welcome's interval. A stream
+// silent for three intervals, a stream whose token expires, a stream whose credential is
+// deleted (with [WithCredentialCheck]), a stream too slow to take what is sent to it and
 // every stream at shutdown end with a Goodbye saying why, after which Connect ends the
-// stream with a matching code (PROTOCOL_ERROR: InvalidArgument, TOKEN_EXPIRED:
-// Unauthenticated, TOO_SLOW: ResourceExhausted, HEARTBEAT_TIMEOUT: DeadlineExceeded,
-// SERVER_SHUTTING_DOWN: Unavailable). Each stream has a bounded send queue drained by the stream's
+// stream with a matching code (PROTOCOL_ERROR: InvalidArgument, TOKEN_EXPIRED and
+// CREDENTIAL_REVOKED: Unauthenticated, TOO_SLOW: ResourceExhausted, HEARTBEAT_TIMEOUT:
+// DeadlineExceeded, SERVER_SHUTTING_DOWN: Unavailable). Each stream has a bounded send queue drained by the stream's
 // own handler goroutine, each write bounded by three heartbeat intervals, so one slow agent
 // never stalls the hub or the others.
 //
