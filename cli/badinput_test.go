@@ -68,6 +68,9 @@ func TestBadInput(t *testing.T) {
 		{"bad output format", u, []string{"deploy", "list", "-o", "xml"}, 2, `-o "xml": use text, json or yaml`, false},
 		{"missing pipeline id", u, []string{"deploy", "status"}, 2, "accepts 1 arg(s), received 0", false},
 		{"unknown flag", u, []string{"deploy", "start", "--wait"}, 2, "unknown flag: --wait", false},
+		{"not a number", u, []string{"deploy", "list", "--limit", "ten"}, 2, `invalid argument "ten" for "--limit" flag: not a whole number`, false},
+		{"not a duration", u, []string{"deploy", "status", "x", "--watch", "--poll-interval", "5"}, 2,
+			`invalid argument "5" for "--poll-interval" flag: not a duration (for example 500ms, 5s or 1m)`, false},
 		{"unknown command", u, []string{"deploy", "restart"}, 2, `unknown command "restart" for "sortie deploy"`, false},
 		{"bad --addr", u, []string{"agents", "list", "--addr", "ftp://x"}, 2, `--addr "ftp://x": use an http:// or https:// URL`, false},
 	} {

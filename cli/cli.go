@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -160,7 +161,7 @@ in progress).`,
 	f.StringVarP(&a.g.output, "output", "o", "text", "output format: text, json or yaml")
 	f.StringVar(&a.g.configDir, "config-dir", a.env.ConfigDir, "directory of the saved login (login.json, mode 0600)")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{plainFlagError(err)} })
 
 	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.deployCommand(), a.agentsCommand(), a.credentialsCommand())
 	// The streams are set before the completion command is made: it keeps the output stream
@@ -203,12 +204,12 @@ func (a *app) preRun(cmd *cobra.Command, _ []string) error {
 		}
 		if sv, ok := fl.Value.(pflag.SliceValue); ok {
 			if err := sv.Replace(strings.Split(v, ",")); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, plainFlagError(err)))
 			}
 			return
 		}
 		if err := fl.Value.Set(v); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+			errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, plainFlagError(err)))
 		}
 	}
 	cmd.Flags().VisitAll(apply)
@@ -247,6 +248,29 @@ func normalizeAddr(addr string) (string, error) {
 		return "", fmt.Errorf("--addr %q: use an http:// or https:// URL", addr)
 	}
 	return addr, nil
+}
+
+// goParseError is the wording of strconv and time in pflag's messages
+// (invalid argument "x" for "--limit" flag: strconv.ParseInt: parsing "x": invalid syntax).
+var goParseError = regexp.MustCompile(`(strconv\.Parse(Int|Uint|Float|Bool): parsing "[^"]*": (invalid syntax|value out of range))|(time: (invalid|unknown unit [^ ]+ in|missing unit in) duration "[^"]*")`)
+
+// plainFlagError says what a flag's value must be instead of how Go failed to parse it.
+func plainFlagError(err error) error {
+	msg := goParseError.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		switch {
+		case strings.HasPrefix(m, "time:"):
+			return "not a duration (for example 500ms, 5s or 1m)"
+		case strings.HasSuffix(m, "value out of range"):
+			return "out of range"
+		case strings.HasPrefix(m, "strconv.ParseBool"):
+			return "use true or false"
+		}
+		return "not a whole number"
+	})
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
 }
 
 // usageArgs makes cobra's positional-argument checks usage errors (exit 2).
