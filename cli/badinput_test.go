@@ -1,9 +1,14 @@
 package cli_test
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -90,5 +95,39 @@ func TestBadInput(t *testing.T) {
 	// Nothing was sent: no pipeline exists.
 	if out := u.mustRun(t, "deploy", "list").stdout; out != "No pipelines.\n" {
 		t.Errorf("bad input created pipelines:\n%s", out)
+	}
+
+	// What the CLI can check itself never reaches the server, not even for a token: the same
+	// inputs, with credentials in the environment, through a proxy that counts requests.
+	var requests atomic.Int32
+	target, _ := url.Parse(s.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	ci := &user{s: s, configDir: t.TempDir(), env: map[string]string{"SORTIE_ADDR": proxy.URL, "SORTIE_CLIENT_ID": s.ClientID, "SORTIE_CLIENT_SECRET": s.ClientSecret}}
+	for _, args := range [][]string{
+		{"deploy", "start", "-f", filepath.Join(dir, "nope.yml")},
+		{"deploy", "start", "-f", filepath.Join(dir, "syntax.yml")},
+		{"deploy", "start", "-f", missingManifest},
+		{"deploy", "start", "-f", good, "-t", "qa"},
+		{"deploy", "start", "-f", good, "--add-context", "commit"},
+		{"deploy", "start", "-f", good, "--poll-interval", "0s", "--watch"},
+		{"deploy", "list", "--status", "DONE"},
+		{"deploy", "list", "-o", "xml"},
+	} {
+		if r := ci.run(t, args...); r.code == 0 {
+			t.Errorf("sortie %s: exit 0", strings.Join(args, " "))
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("bad input sent %d requests to the server", n)
+	}
+	// The proxy does count: a good command goes through it.
+	ci.mustRun(t, "deploy", "list")
+	if requests.Load() == 0 {
+		t.Error("the proxy counted no request of a good command")
 	}
 }
