@@ -13,6 +13,7 @@ import (
 
 	"github.com/sortie-dev/sortie/gen/sortie/hub/v1/hubv1connect"
 	"github.com/sortie-dev/sortie/identity"
+	"github.com/sortie-dev/sortie/store"
 )
 
 // Access requirements that are not a scope.
@@ -41,9 +42,22 @@ type tokenVerifier interface {
 // errNoToken is returned when a protected call carries no bearer token.
 var errNoToken = errors.New("missing bearer token: send Authorization: Bearer <access token> (POST /oauth/token issues one)")
 
-// errCannotCheck is returned when a token's credential cannot be checked (the store is
-// unreachable).
-var errCannotCheck = errors.New("cannot check the access token right now; retry shortly")
+// cannotCheckError is returned when a token's credential cannot be checked (the store is
+// unreachable). Its message is for the caller; the cause is for the log.
+type cannotCheckError struct{ cause error }
+
+func (e *cannotCheckError) Error() string {
+	return "cannot check the access token right now; retry shortly"
+}
+
+// logCannotCheck logs why a token could not be checked, unless it is a plain outage (which
+// the store's own health reports).
+func (g *Gateway) logCannotCheck(ctx context.Context, err error) {
+	var cerr *cannotCheckError
+	if errors.As(err, &cerr) && !errors.Is(cerr.cause, store.ErrUnavailable) {
+		g.log.ErrorContext(ctx, "check token", "err", cerr.cause)
+	}
+}
 
 // authorize checks the Authorization header against a requirement and returns the caller's
 // principal. It is the single decision point for REST and Connect.
@@ -61,7 +75,7 @@ func authorize(ctx context.Context, v tokenVerifier, header, need string) (ident
 		return identity.Principal{}, http.StatusUnauthorized, err
 	case err != nil:
 		// The token's credential could not be checked: refuse, without saying why inside.
-		return identity.Principal{}, http.StatusServiceUnavailable, errCannotCheck
+		return identity.Principal{}, http.StatusServiceUnavailable, &cannotCheckError{cause: err}
 	}
 	if need != Authenticated && !p.HasScope(need) {
 		return identity.Principal{}, http.StatusForbidden, fmt.Errorf("this operation requires scope %s, which the token does not carry", need)
@@ -93,6 +107,7 @@ func (g *Gateway) restAuth(ctx huma.Context, next func(huma.Context)) {
 	}
 	p, status, err := authorize(ctx.Context(), g.verifier, ctx.Header("Authorization"), need)
 	if err != nil {
+		g.logCannotCheck(ctx.Context(), err)
 		if status == http.StatusUnauthorized {
 			ctx.SetHeader("WWW-Authenticate", `Bearer realm="sortie"`)
 		}
@@ -151,6 +166,7 @@ func (a connectAuth) authorize(ctx context.Context, procedure string, h http.Hea
 	case http.StatusForbidden:
 		return ctx, connect.NewError(connect.CodePermissionDenied, err)
 	case http.StatusServiceUnavailable:
+		a.g.logCannotCheck(ctx, err)
 		return ctx, connect.NewError(connect.CodeUnavailable, err)
 	default:
 		return ctx, connect.NewError(connect.CodeUnauthenticated, err)

@@ -14,6 +14,7 @@ import (
 	infrav1 "github.com/sortie-dev/sortie/gen/sortie/infra/v1"
 	"github.com/sortie-dev/sortie/gen/sortie/infra/v1/infrav1connect"
 	"github.com/sortie-dev/sortie/identity"
+	"github.com/sortie-dev/sortie/store/redistest"
 )
 
 // credentialToken creates a credential with roles through REST and returns its id and a
@@ -149,5 +150,44 @@ func TestStreamsEndWithTheirToken(t *testing.T) {
 				t.Fatal("the stream outlived its token until the test's deadline")
 			}
 		})
+	}
+}
+
+// TestTokenCheckDuringOutage: when a token's credential cannot be checked (Redis is down and
+// the last check is older than the TTL) the request is refused with 503, not let through and
+// not blamed on the token. This Redis comes back empty, so then the token is refused: its
+// credential no longer exists.
+func TestTokenCheckDuringOutage(t *testing.T) {
+	t.Parallel()
+	rds := redistest.New(t)
+	ts := startServer(t, serverOptions{redisURL: rds.URL()})
+	tok := ts.adminToken(t)
+	if r := ts.do(t, "GET", "/credentials", tok, nil); r.Status != http.StatusOK {
+		t.Fatalf("before the outage: %d %s", r.Status, r.Body)
+	}
+	rds.Stop()
+	ts.clock.Advance(identity.DefaultCredentialCheckTTL)
+	e := wantError(t, "REST during the outage", ts.do(t, "GET", "/roles", tok, nil), http.StatusServiceUnavailable)
+	if !strings.Contains(e.Errors[0].Message, "cannot check the access token") {
+		t.Errorf("503 message %q", e.Errors[0].Message)
+	}
+	if r := ts.do(t, "POST", "/sortie.identity.v1.IdentityService/WhoAmI", tok, "{}"); r.Status != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "unavailable") {
+		t.Errorf("Connect during the outage: %d %s", r.Status, r.Body)
+	}
+	rds.Start()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r := ts.do(t, "GET", "/roles", tok, nil)
+		if r.Status != http.StatusServiceUnavailable {
+			e := wantError(t, "after Redis came back empty", r, http.StatusUnauthorized)
+			if !strings.Contains(e.Errors[0].Message, "deleted") {
+				t.Errorf("401 message %q", e.Errors[0].Message)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still 503 after Redis came back: %s", r.Body)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
