@@ -437,13 +437,70 @@ func wantFields(t *testing.T, what string, doc map[string]any, fields map[string
 	}
 }
 
+// guideExampleURL is the Sortie address the guide's configuration shows.
+const guideExampleURL = "https://sortie.example.com"
+
+// pluginConfig is the armory.cloud block of the guide (README.md), with its example address
+// replaced by base: the URLs the plugin is told to use.
+type pluginConfig struct {
+	TokenIssuerURL, APIBaseURL string
+}
+
+func guidePluginConfig(t *testing.T, base string) pluginConfig {
+	t.Helper()
+	guide, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block string
+	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(guide), -1) {
+		if strings.Contains(m[1], "armory.cloud:") {
+			block = m[1]
+		}
+	}
+	if block == "" {
+		t.Fatal("README.md has no yaml block with armory.cloud")
+	}
+	var cfg struct {
+		ArmoryCloud struct {
+			Enabled bool `json:"enabled"`
+			IAM     struct {
+				TokenIssuerURL string `json:"tokenIssuerUrl"`
+				ClientID       string `json:"clientId"`
+				ClientSecret   string `json:"clientSecret"`
+			} `json:"iam"`
+			API struct {
+				BaseURL string `json:"baseUrl"`
+			} `json:"api"`
+		} `json:"armory.cloud"`
+		Spinnaker struct {
+			Extensibility struct {
+				Plugins map[string]struct {
+					Enabled bool `json:"enabled"`
+				} `json:"plugins"`
+			} `json:"extensibility"`
+		} `json:"spinnaker"`
+	}
+	if err := yaml.Unmarshal([]byte(strings.ReplaceAll(block, guideExampleURL, base)), &cfg); err != nil {
+		t.Fatalf("the guide's configuration: %v", err)
+	}
+	ac := cfg.ArmoryCloud
+	if !ac.Enabled || ac.IAM.ClientID == "" || ac.IAM.ClientSecret == "" || !cfg.Spinnaker.Extensibility.Plugins["Armory.Deployments"].Enabled {
+		t.Fatalf("the guide's configuration lacks a part the plugin needs: %+v", cfg)
+	}
+	return pluginConfig{TokenIssuerURL: ac.IAM.TokenIssuerURL, APIBaseURL: ac.API.BaseURL}
+}
+
 func TestArmoryDeploymentsPluginRequests(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, "prod-east")
+	// The plugin's URLs, as the guide configures them, for this server.
+	cfg := guidePluginConfig(t, s.url)
+	base := cfg.APIBaseURL
 
 	// 1. The token, from the configured token issuer URL with the client credential.
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {s.clientID}, "client_secret": {s.secret}, "audience": {pluginAudience}}
-	status, tok, raw := exchange(t, "POST", s.url+"/oauth/token", http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, []byte(form.Encode()))
+	status, tok, raw := exchange(t, "POST", cfg.TokenIssuerURL, http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, []byte(form.Encode()))
 	if status != http.StatusOK {
 		t.Fatalf("token: %d %s", status, raw)
 	}
@@ -466,7 +523,7 @@ func TestArmoryDeploymentsPluginRequests(t *testing.T) {
 				map[string]any{"pause": map[string]any{"duration": 600, "unit": "SECONDS", "untilApproved": false}},
 			}},
 		})
-		status, reply, raw := exchange(t, "POST", s.url+"/deployments/kubernetes", h, body)
+		status, reply, raw := exchange(t, "POST", base+"/deployments/kubernetes", h, body)
 		if status != http.StatusOK {
 			t.Fatalf("start: %d %s", status, raw)
 		}
@@ -475,7 +532,7 @@ func TestArmoryDeploymentsPluginRequests(t *testing.T) {
 	}
 	get := func(id string) map[string]any {
 		t.Helper()
-		status, reply, raw := exchange(t, "GET", s.url+"/deployments/"+id, h, nil)
+		status, reply, raw := exchange(t, "GET", base+"/deployments/"+id, h, nil)
 		if status != http.StatusOK {
 			t.Fatalf("status: %d %s", status, raw)
 		}
@@ -496,7 +553,7 @@ func TestArmoryDeploymentsPluginRequests(t *testing.T) {
 	}
 	action := func(id, verb string, wantStatus int) {
 		t.Helper()
-		status, reply, raw := exchange(t, "POST", s.url+"/deployments/"+id+"/"+verb, h, []byte(`{}`))
+		status, reply, raw := exchange(t, "POST", base+"/deployments/"+id+"/"+verb, h, []byte(`{}`))
 		if status != wantStatus {
 			t.Fatalf("%s: %d %s, want %d", verb, status, raw, wantStatus)
 		}
