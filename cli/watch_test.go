@@ -246,3 +246,46 @@ func TestWatchLiveViewQuit(t *testing.T) {
 		t.Errorf("the pipeline did not keep running:\n%s", st)
 	}
 }
+
+// TestWatchLiveViewShowsAbort: an abort from another terminal shows in the live view as who
+// aborted, and the watch exits 1 naming the CANCELLED end.
+func TestWatchLiveViewShowsAbort(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	u := s.user(t)
+	u.login(t)
+	id := startedID(t, u.mustRun(t, "deploy", "start", "-f", gatedDir(t), "-t", "prod").stdout)
+
+	_, tty, screen, readDone := openTerminal(t)
+	var stderr syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exit := make(chan int, 1)
+	go func() {
+		exit <- cli.Run(ctx, []string{"deploy", "status", id, "--watch", "--poll-interval", "50ms"}, cli.Env{
+			Stdin: tty, Stdout: tty, Stderr: &stderr, ConfigDir: u.configDir,
+			Getenv: func(k string) string { return map[string]string{"SORTIE_ADDR": s.URL}[k] },
+		})
+	}()
+	waitUntil(t, 10*time.Second, "the view of the awaiting approval", func() bool {
+		return strings.Contains(screen.String(), "awaiting approval of step prod/before/0")
+	})
+	other := s.user(t)
+	other.login(t)
+	other.mustRun(t, "deploy", "abort", id)
+	select {
+	case code := <-exit:
+		if code != 1 || !strings.Contains(stderr.String(), "pipeline "+id+" ended CANCELLED") {
+			t.Errorf("exit %d, stderr %q", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the live view did not end after the abort")
+	}
+	tty.Close()
+	<-readDone
+	plain := stripANSI(screen.String())
+	if !regexp.MustCompile(`✗ aborted the pipeline by admin \(machine `+s.ClientID+`\) at \d\d:\d\d:\d\dZ`).MatchString(plain) ||
+		!regexp.MustCompile(`Pipeline `+id+`\s+application gated\s+CANCELLED`).MatchString(plain) {
+		t.Errorf("the final view lacks the abort:\n%s", plain)
+	}
+}
