@@ -72,6 +72,9 @@ func TestClusterNodeDownAndBack(t *testing.T) {
 	node := c.NodeOf("sortie:{t:acme/prod}:credentials")
 	c.Save(node)
 	c.Kill(node)
+	if err := s.Ping(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Ping with a master down = %v, want ErrUnavailable", err)
+	}
 	_, err = s.GetCredential(ctx, tenant, "c1")
 	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("GetCredential with its master down = %v, want ErrUnavailable", err)
@@ -81,6 +84,9 @@ func TestClusterNodeDownAndBack(t *testing.T) {
 	}
 
 	c.Restart(node)
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping once the master is back = %v", err)
+	}
 	if _, err := s.GetCredential(ctx, tenant, "c1"); err != nil {
 		t.Fatalf("GetCredential once the master is back = %v", err)
 	}

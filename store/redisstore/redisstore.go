@@ -189,8 +189,14 @@ func open(ctx context.Context, rdb redis.UniversalClient) (*Store, error) {
 	return s, nil
 }
 
-// Ping sends a PING.
+// Ping sends a PING; on a Redis Cluster to every master, so that a master that is down (and
+// its slots with it) makes the store unavailable, wherever a lone PING would have landed.
 func (s *Store) Ping(ctx context.Context) error {
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return wrap("ping", cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			return m.Ping(ctx).Err()
+		}))
+	}
 	return wrap("ping", s.rdb.Ping(ctx).Err())
 }
 
