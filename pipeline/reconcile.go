@@ -848,4 +848,3 @@ func namespaceOf(ns string) string {
 	}
 	return ns
 }
-
