@@ -110,7 +110,7 @@ func TestDeployCommandsAndOutputs(t *testing.T) {
 	started := decodeJSON[struct {
 		PipelineID string   `json:"pipelineId"`
 		Warnings   []string `json:"warnings"`
-	}](t, u.mustRun(t, "deploy", "start", "-f", file, "-o", "json", "--add-context", "commit=abc123", "--add-context", "by=ci").stdout)
+	}](t, u.mustRun(t, "deploy", "start", "-f", file, "-o", "json", "--add-context", "commit=abc123", "--add-context", "by=ci,team=payments").stdout)
 	id := started.PipelineID
 	if id == "" || started.Warnings == nil {
 		t.Fatalf("start -o json: %+v", started)
@@ -122,7 +122,8 @@ func TestDeployCommandsAndOutputs(t *testing.T) {
 		st = decodeJSON[pipelineJSON](t, u.mustRun(t, "deploy", "status", id, "-o", "json").stdout)
 		return st.Status == "AWAITING_APPROVAL"
 	})
-	if st.Context["commit"] != "abc123" || st.Context["by"] != "ci" || st.Application != "gated" {
+	// --add-context reads a=1,b=2 as two keys, as the Armory CLI does.
+	if st.Context["commit"] != "abc123" || st.Context["by"] != "ci" || st.Context["team"] != "payments" || st.Application != "gated" {
 		t.Errorf("status -o json: %+v", st)
 	}
 	if y := decodeYAML[pipelineJSON](t, u.mustRun(t, "deploy", "status", id, "-o", "yaml").stdout); y.ID != id || y.Status != "AWAITING_APPROVAL" {

@@ -159,7 +159,7 @@ func (a *app) deployStartCommand() *cobra.Command {
 		file     string
 		watch    bool
 		targets  []string
-		contexts []string
+		contexts map[string]string
 		interval time.Duration
 	)
 	cmd := &cobra.Command{
@@ -186,19 +186,14 @@ terminal the view is redrawn in place; otherwise one line is printed per change 
 			if interval <= 0 {
 				return usagef("--poll-interval %v: must be positive", interval)
 			}
-			ctxValues := map[string]string{}
-			for _, kv := range contexts {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok || k == "" {
-					return usagef("--add-context %q: use key=value", kv)
-				}
-				ctxValues[k] = v
+			if _, empty := contexts[""]; empty {
+				return usagef("--add-context: a key is empty; use key=value")
 			}
 			df, err := readDeployFile(file)
 			if err != nil {
 				return err
 			}
-			body, err := df.body(targets, ctxValues)
+			body, err := df.body(targets, contexts)
 			if err != nil {
 				return err
 			}
@@ -237,7 +232,9 @@ terminal the view is redrawn in place; otherwise one line is printed per change 
 	f.StringVarP(&file, "file", "f", "", "the deploy.yml to start (required)")
 	f.BoolVarP(&watch, "watch", "w", false, "follow the pipeline until it ends; exit 0 only when it SUCCEEDED")
 	f.StringArrayVarP(&targets, "target", "t", nil, "deploy only this target (repeatable); default: every target")
-	f.StringArrayVar(&contexts, "add-context", nil, "key=value added to the pipeline's context (repeatable)")
+	// A map flag, as in the Armory CLI: --add-context a=1,b=2 sets two keys, so its users'
+	// scripts mean the same here.
+	f.StringToStringVar(&contexts, "add-context", nil, "key=value added to the pipeline's context (repeatable; a=1,b=2 sets two keys)")
 	f.DurationVar(&interval, "poll-interval", time.Second, "how often --watch reads the pipeline")
 	_ = cmd.MarkFlagFilename("file", "yml", "yaml")
 	return cmd
