@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -404,17 +405,64 @@ func (e *Engine) prune(ctx context.Context) {
 	}
 }
 
-// openSpec decrypts a pipeline's sealed part.
-func (e *Engine) openSpec(p store.Pipeline) (*spec, error) {
-	plain, err := e.sealer.Open(p.Sealed, sealAD(p.Tenant, p.ID))
+// The sealed part of a pipeline is two sealed values, framed by the first one's length as
+// a uvarint: the small metadata (context, source control) every read of the pipeline
+// shows, then the generated objects only the lease holder needs. A read opens the first
+// alone.
+
+// sealSpec seals sp for pipeline id of tenant t.
+func (e *Engine) sealSpec(t store.Tenant, id string, sp *spec) ([]byte, error) {
+	meta, err := json.Marshal(specMeta{Context: sp.Context, SourceControl: sp.SourceControl})
 	if err != nil {
-		return nil, fmt.Errorf("open the sealed spec of pipeline %s: %w", p.ID, err)
+		return nil, fmt.Errorf("encode pipeline metadata: %w", err)
 	}
-	var sp spec
-	if err := json.Unmarshal(plain, &sp); err != nil {
-		return nil, fmt.Errorf("decode the spec of pipeline %s: %w", p.ID, err)
+	objects, err := json.Marshal(sp.Objects)
+	if err != nil {
+		return nil, fmt.Errorf("encode pipeline objects: %w", err)
 	}
-	return &sp, nil
+	ad := sealAD(t, id)
+	sealedMeta, err := e.sealer.Seal(meta, append(ad, ":meta"...))
+	if err != nil {
+		return nil, fmt.Errorf("seal pipeline metadata: %w", err)
+	}
+	sealedObjects, err := e.sealer.Seal(objects, append(ad, ":objects"...))
+	if err != nil {
+		return nil, fmt.Errorf("seal pipeline objects: %w", err)
+	}
+	out := binary.AppendUvarint(nil, uint64(len(sealedMeta)))
+	out = append(out, sealedMeta...)
+	return append(out, sealedObjects...), nil
+}
+
+// openSpec decrypts a pipeline's sealed part: the metadata, and the objects too when
+// withObjects is set.
+func (e *Engine) openSpec(p store.Pipeline, withObjects bool) (*spec, error) {
+	n, k := binary.Uvarint(p.Sealed)
+	if k <= 0 || n > uint64(len(p.Sealed)-k) {
+		return nil, fmt.Errorf("the sealed spec of pipeline %s is malformed", p.ID)
+	}
+	sealedMeta, sealedObjects := p.Sealed[k:k+int(n)], p.Sealed[k+int(n):]
+	ad := sealAD(p.Tenant, p.ID)
+	plain, err := e.sealer.Open(sealedMeta, append(ad, ":meta"...))
+	if err != nil {
+		return nil, fmt.Errorf("open the sealed metadata of pipeline %s: %w", p.ID, err)
+	}
+	var meta specMeta
+	if err := json.Unmarshal(plain, &meta); err != nil {
+		return nil, fmt.Errorf("decode the metadata of pipeline %s: %w", p.ID, err)
+	}
+	sp := &spec{Context: meta.Context, SourceControl: meta.SourceControl}
+	if !withObjects {
+		return sp, nil
+	}
+	plain, err = e.sealer.Open(sealedObjects, append(ad, ":objects"...))
+	if err != nil {
+		return nil, fmt.Errorf("open the sealed objects of pipeline %s: %w", p.ID, err)
+	}
+	if err := json.Unmarshal(plain, &sp.Objects); err != nil {
+		return nil, fmt.Errorf("decode the objects of pipeline %s: %w", p.ID, err)
+	}
+	return sp, nil
 }
 
 // notify wakes the local watchers after a write.

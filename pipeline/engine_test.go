@@ -624,6 +624,35 @@ func TestKeepDeploymentObjectIsAWarning(t *testing.T) {
 	}
 }
 
+// Manifests and context are sealed at rest: the stored record holds neither in plain text,
+// and a read shows the context again.
+func TestManifestsAndContextAreSealedAtRest(t *testing.T) {
+	t.Parallel()
+	e := startEngine(t, "prod-west")
+	b := oneTarget("web", "registry.example/secret-image:9f2c1e7")
+	raw := map[string]any{}
+	_ = json.Unmarshal(b.JSON(), &raw)
+	raw["context"] = map[string]string{"ticket": "CHANGE-424242"}
+	body, _ := json.Marshal(raw)
+	res, err := e.Start(context.Background(), pipeline.StartRequest{Tenant: tenant, Body: body, Actor: admin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.st.GetPipeline(context.Background(), tenant, res.PipelineID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"secret-image", "CHANGE-424242"} {
+		if strings.Contains(string(p.State), secret) || strings.Contains(string(p.Sealed), secret) {
+			t.Errorf("%q is stored in plain text", secret)
+		}
+	}
+	v, err := e.Get(context.Background(), tenant, res.PipelineID)
+	if err != nil || v.Context["ticket"] != "CHANGE-424242" {
+		t.Errorf("the view's context %v (%v), want the ticket back", v.Context, err)
+	}
+}
+
 func oneTargetOn(account string) body {
 	b := oneTarget("web", "nginx:1")
 	b.Targets["prod"]["account"] = account

@@ -773,7 +773,7 @@ func (r *rec) send(tg *target, cmd *hubv1.Command) (*hubv1.CommandResult, error)
 // spec opens the pipeline's sealed part once per lease.
 func (r *rec) spec() (*spec, error) {
 	if r.h.spec == nil {
-		sp, err := r.e.openSpec(r.p)
+		sp, err := r.e.openSpec(r.p, true)
 		if err != nil {
 			return nil, err
 		}

@@ -66,13 +66,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (StartResult, erro
 		return StartResult{}, &config.ValidationError{Problems: problems}
 	}
 
-	plain, err := json.Marshal(sp)
+	sealed, err := e.sealSpec(req.Tenant, id, &sp)
 	if err != nil {
-		return StartResult{}, fmt.Errorf("encode pipeline spec: %w", err)
-	}
-	sealed, err := e.sealer.Seal(plain, sealAD(req.Tenant, id))
-	if err != nil {
-		return StartResult{}, fmt.Errorf("seal pipeline spec: %w", err)
+		return StartResult{}, err
 	}
 	stateJSON, err := json.Marshal(st)
 	if err != nil {

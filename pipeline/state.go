@@ -149,10 +149,16 @@ func redirectRef(t string, i int) string { return fmt.Sprintf("%s/redirect/%d", 
 
 // spec is the sealed part of a pipeline: what the user sent that may be sensitive.
 type spec struct {
+	Context       map[string]string
+	SourceControl json.RawMessage
+	// Objects are each target's generated objects, in apply order, as JSON documents.
+	Objects map[string][]json.RawMessage
+}
+
+// specMeta is the stored form of a spec's metadata.
+type specMeta struct {
 	Context       map[string]string `json:"context,omitempty"`
 	SourceControl json.RawMessage   `json:"source_control,omitempty"`
-	// Objects are each target's generated objects, in apply order, as JSON documents.
-	Objects map[string][]json.RawMessage `json:"objects"`
 }
 
 func decodeState(p store.Pipeline) (*state, error) {
@@ -173,5 +179,5 @@ func (s *state) target(name string) *target {
 }
 
 // sealAD binds a sealed spec to its pipeline, so one pipeline's blob cannot be swapped into
-// another's record.
+// another's record (each of its two parts adds its own suffix).
 func sealAD(t store.Tenant, id string) []byte { return []byte("pipeline:" + t.String() + ":" + id) }

@@ -177,7 +177,7 @@ func (e *Engine) view(p store.Pipeline, withSpec bool) (*View, error) {
 		v.Message = "replaced by the newer queued pipeline " + p.BlockedBy
 	}
 	if withSpec {
-		sp, err := e.openSpec(p)
+		sp, err := e.openSpec(p, false)
 		if err != nil {
 			return nil, err
 		}
