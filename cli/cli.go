@@ -179,12 +179,12 @@ in progress).`,
 		c.Args, c.RunE = usageArgs(cobra.NoArgs), needSubcommand
 		c.Example = "  sortie completion bash > /etc/bash_completion.d/sortie\n  source <(sortie completion zsh)"
 		for _, sh := range c.Commands() {
-			sh.Example = fmt.Sprintf("  source <(sortie completion %s)", sh.Name())
-			if sh.Name() == "powershell" {
-				sh.Example = "  sortie completion powershell | Out-String | Invoke-Expression"
-			} else if sh.Name() == "fish" {
-				sh.Example = "  sortie completion fish > ~/.config/fish/completions/sortie.fish"
-			}
+			sh.Example = map[string]string{
+				"bash":       "  source <(sortie completion bash)",
+				"zsh":        "  source <(sortie completion zsh)",
+				"fish":       "  sortie completion fish > ~/.config/fish/completions/sortie.fish",
+				"powershell": "  sortie completion powershell | Out-String | Invoke-Expression",
+			}[sh.Name()]
 		}
 	}
 	return root
