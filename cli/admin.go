@@ -144,7 +144,7 @@ a conflict (exit 3) and changes nothing.`,
 
 	del := &cobra.Command{
 		Use:   "delete CLIENT_ID",
-		Short: "Delete a machine credential (tokens already issued stay valid until they expire)",
+		Short: "Delete a machine credential; the server refuses its tokens from then on",
 		Example: `  sortie credentials delete 0b6f...
   sortie credentials list -o json | jq -r '.[] | select(.name=="old") | .clientId' | xargs sortie credentials delete`,
 		Args: usageArgs(cobra.ExactArgs(1)),

@@ -288,6 +288,11 @@ func TestCredentials(t *testing.T) {
 	if out := u.mustRun(t, "credentials", "list", "-o", "json").stdout; strings.Contains(out, id) {
 		t.Error("the deleted credential is still listed")
 	}
+	// Its saved login stops working at once, with a message saying what to do.
+	if r := other.run(t, "deploy", "list"); r.code != 1 || !strings.Contains(r.stderr, "the saved login to "+s.URL+" was refused and could not be renewed") ||
+		!strings.Contains(r.stderr, "run 'sortie login' again") || strings.Contains(r.stderr, secret) {
+		t.Errorf("the deleted credential's login: exit %d, %q", r.code, r.stderr)
+	}
 	if r := u.run(t, "credentials", "delete", id); r.code != 1 || !strings.Contains(r.stderr, "404 Not Found") {
 		t.Errorf("deleting twice: exit %d, %q", r.code, r.stderr)
 	}

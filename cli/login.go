@@ -164,7 +164,11 @@ func (ts *tokenSource) get(ctx context.Context, renew bool) (string, error) {
 	e, err := ts.a.fetchToken(ctx, ts.cur.ClientID, ts.cur.ClientSecret)
 	if err != nil {
 		if ts.saved {
-			return "", fmt.Errorf("the saved login to %s has expired and could not be renewed: %w; run 'sortie login' again", ts.a.g.addr, err)
+			what := "has expired"
+			if renew { // the server refused a token that had not expired: deleted, or changed
+				what = "was refused"
+			}
+			return "", fmt.Errorf("the saved login to %s %s and could not be renewed: %w; run 'sortie login' again", ts.a.g.addr, what, err)
 		}
 		return "", err
 	}
