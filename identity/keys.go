@@ -72,8 +72,9 @@ func NewKeyring(ctx context.Context, log *slog.Logger, st store.SigningKeys, mas
 	return k, nil
 }
 
-// Maintain re-reads the stored keys, creates a new signing key when the current one is past
-// its rotation time, and deletes keys whose tokens have all expired. Run calls it
+// Maintain re-reads the stored keys, deletes keys whose tokens have all expired and, two
+// publication leads before the current key's SignUntil, stores its successor, which every
+// replica publishes at its next refresh and which signs only from that SignUntil. Run calls it
 // periodically; tests call it after moving their clock.
 func (k *Keyring) Maintain(ctx context.Context) error {
 	k.mu.Lock()
@@ -91,19 +92,56 @@ func (k *Keyring) Maintain(ctx context.Context) error {
 		}
 	}
 	k.keys = slices.DeleteFunc(k.keys, func(lk loadedKey) bool { return !now.Before(lk.rec.RetainUntil) })
-	if _, ok := k.currentLocked(); !ok {
-		if err := k.rotateLocked(ctx); err != nil {
-			return err
-		}
+	cur, ok := k.currentLocked()
+	if !ok {
+		// No key may sign now (first start, or maintenance stalled past the current key's
+		// SignUntil): a key that signs at once is the only way to keep issuing tokens.
+		return k.rotateLocked(ctx, now)
 	}
-	return nil
+	if k.successorLocked(cur) || now.Before(cur.rec.SignUntil.Add(-2*k.lead())) {
+		return nil
+	}
+	// Pre-publish the successor: it takes over at the current key's SignUntil, at least one
+	// lead from now unless maintenance stalled, so every replica lists it before any signs
+	// with it. A successor signing later than SignUntil would leave nothing to sign with.
+	if cur.rec.SignUntil.Before(now.Add(k.lead())) {
+		k.log.Warn("signing key maintenance ran late: the next key is published less than the publication lead before it signs",
+			"lead", k.lead(), "signs_at", cur.rec.SignUntil)
+	}
+	return k.rotateLocked(ctx, cur.rec.SignUntil)
 }
 
-// Run maintains the keyring until ctx ends, checking often enough that rotation happens
-// within a minute of its time.
+// refreshInterval is how often Run re-reads the stored keys.
+func (k *Keyring) refreshInterval() time.Duration { return min(k.rotation/4, time.Minute) }
+
+// lead is the publication lead: a new key signs only this long after it is stored, two
+// refreshes, so every replica has re-read the store and lists the key in its JWKS first.
+func (k *Keyring) lead() time.Duration { return 2 * k.refreshInterval() }
+
+// successorLocked reports whether a key newer than cur is already stored, waiting to sign.
+func (k *Keyring) successorLocked(cur loadedKey) bool {
+	for _, lk := range k.keys {
+		if signFrom(lk.rec).After(signFrom(cur.rec)) {
+			return true
+		}
+	}
+	return false
+}
+
+// signFrom is when rec starts signing. Keys stored before pre-publication have no SignFrom
+// and sign from their creation, less a minute for replicas whose clocks run behind.
+func signFrom(rec store.SigningKey) time.Time {
+	if rec.SignFrom.IsZero() {
+		return rec.CreatedAt.Add(-time.Minute)
+	}
+	return rec.SignFrom
+}
+
+// Run maintains the keyring until ctx ends, re-reading the store every refresh interval (a
+// quarter of the rotation period, at most a minute), so a key another replica stored is
+// published here within one interval, well inside the publication lead.
 func (k *Keyring) Run(ctx context.Context) {
-	every := min(k.rotation/4, time.Minute)
-	t := time.NewTicker(every)
+	t := time.NewTicker(k.refreshInterval())
 	defer t.Stop()
 	for {
 		select {
@@ -172,19 +210,26 @@ func newLoadedKey(rec store.SigningKey, priv *ecdsa.PrivateKey) (loadedKey, erro
 	return loadedKey{rec: rec, pub: &priv.PublicKey, signer: signer}, nil
 }
 
-// currentLocked returns the newest key still inside its signing period.
+// currentLocked returns the key that signs now: of the keys inside their signing period, the
+// one that started signing last. A pre-published key waits for its SignFrom.
 func (k *Keyring) currentLocked() (loadedKey, bool) {
 	now := k.now()
-	for i := len(k.keys) - 1; i >= 0; i-- {
-		lk := k.keys[i]
-		if !now.Before(lk.rec.CreatedAt.Add(-time.Minute)) && now.Before(lk.rec.SignUntil) {
-			return lk, true
+	var cur loadedKey
+	found := false
+	for _, lk := range k.keys {
+		from := signFrom(lk.rec)
+		if now.Before(from) || !now.Before(lk.rec.SignUntil) {
+			continue
+		}
+		if !found || !from.Before(signFrom(cur.rec)) {
+			cur, found = lk, true
 		}
 	}
-	return loadedKey{}, false
+	return cur, found
 }
 
-func (k *Keyring) rotateLocked(ctx context.Context) error {
+// rotateLocked stores a new key that signs from signAt for one rotation period.
+func (k *Keyring) rotateLocked(ctx context.Context, signAt time.Time) error {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate signing key: %w", err)
@@ -198,6 +243,10 @@ func (k *Keyring) rotateLocked(ctx context.Context) error {
 		return fmt.Errorf("encode signing key: %w", err)
 	}
 	now := k.now().UTC().Truncate(time.Second)
+	signAt = signAt.UTC().Truncate(time.Second)
+	if signAt.Before(now) {
+		signAt = now
+	}
 	id := uuid.NewString()
 	sealed, err := k.seal.seal(der, []byte(id))
 	if err != nil {
@@ -209,9 +258,10 @@ func (k *Keyring) rotateLocked(ctx context.Context) error {
 		PublicKeyDER:     pubDER,
 		EncryptedPrivate: sealed,
 		CreatedAt:        now,
-		SignUntil:        now.Add(k.rotation),
+		SignFrom:         signAt,
+		SignUntil:        signAt.Add(k.rotation),
 		// A token signed at the last moment lives ttl more; the verifier allows clockSkew.
-		RetainUntil: now.Add(k.rotation + k.ttl + clockSkew),
+		RetainUntil: signAt.Add(k.rotation + k.ttl + clockSkew),
 	}
 	lk, err := newLoadedKey(rec, priv)
 	if err != nil {
@@ -221,7 +271,7 @@ func (k *Keyring) rotateLocked(ctx context.Context) error {
 		return fmt.Errorf("store signing key: %w", err)
 	}
 	k.keys = append(k.keys, lk)
-	k.log.Info("signing key created", "kid", id, "sign_until", rec.SignUntil)
+	k.log.Info("signing key created", "kid", id, "sign_from", rec.SignFrom, "sign_until", rec.SignUntil)
 	return nil
 }
 
@@ -231,7 +281,7 @@ func (k *Keyring) signer(ctx context.Context) (jose.Signer, error) {
 	defer k.mu.Unlock()
 	cur, ok := k.currentLocked()
 	if !ok {
-		if err := k.rotateLocked(ctx); err != nil {
+		if err := k.rotateLocked(ctx, k.now()); err != nil {
 			return nil, err
 		}
 		cur, _ = k.currentLocked()
@@ -268,7 +318,8 @@ func (k *Keyring) lookupLocked(kid string) (*ecdsa.PublicKey, bool) {
 	return nil, false
 }
 
-// JWKS returns the public keys of every retained key, oldest first.
+// JWKS returns the public keys of every retained key, oldest first, including a key that is
+// published ahead of its signing period.
 func (k *Keyring) JWKS() jose.JSONWebKeySet {
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,9 @@ import (
 var (
 	signUntil   = t0.Add(testRotation)
 	retainUntil = t0.Add(testRotation + testTTL + clockSkew)
+	// publishAt is when Maintain stores the first key's successor: two publication leads (a
+	// lead is two one-minute refreshes) before signUntil.
+	publishAt = signUntil.Add(-4 * time.Minute)
 )
 
 // storedKids lists the ids of the signing keys in the store.
@@ -117,6 +121,116 @@ func TestKeyRotationOverlap(t *testing.T) {
 	}
 }
 
+// TestKeyPrePublication runs two replicas on one store and checks, at each step of a
+// rotation, that every token either replica signs carries a kid both replicas publish.
+func TestKeyPrePublication(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	a := fx.svc
+	b := newService(t, fx.st, fx.config())
+	first := onlyKey(t, fx.st).ID
+
+	maintain := func(t *testing.T, svc *identity.Service) {
+		t.Helper()
+		if err := svc.Keys().Maintain(t.Context()); err != nil {
+			t.Fatalf("Maintain: %v", err)
+		}
+	}
+	// signsWith signs with both replicas and checks that both sign with kid and that both
+	// publish it.
+	signsWith := func(t *testing.T, kid string) {
+		t.Helper()
+		for name, svc := range map[string]*identity.Service{"a": a, "b": b} {
+			tok, err := svc.Sign(t.Context(), fx.adminPrincipal(), testAudience)
+			if err != nil {
+				t.Fatalf("replica %s: Sign: %v", name, err)
+			}
+			if got := kidOf(t, tok); got != kid {
+				t.Errorf("replica %s signs with kid %q, want %q", name, got, kid)
+			}
+			for pubName, pub := range map[string]*identity.Service{"a": a, "b": b} {
+				if published := kids(pub.Keys().JWKS()); !slices.Contains(published, kidOf(t, tok)) {
+					t.Errorf("replica %s signed with kid %q, which replica %s does not publish (%v)", name, kidOf(t, tok), pubName, published)
+				}
+			}
+		}
+	}
+
+	// Replica a's maintenance stores the successor; b has not refreshed yet.
+	fx.clock.Set(publishAt)
+	maintain(t, a)
+	stored := storedKids(t, fx.st)
+	if len(stored) != 2 || stored[0] != first {
+		t.Fatalf("after the publication window opens the store holds %v, want %q and a successor", stored, first)
+	}
+	second := stored[1]
+	if diff := cmp.Diff([]string{first, second}, kids(a.Keys().JWKS())); diff != "" {
+		t.Errorf("replica a does not publish the successor at once (-want +got):\n%s", diff)
+	}
+	signsWith(t, first)
+
+	// One refresh later b publishes it too; neither signs with it before signUntil.
+	fx.clock.Set(publishAt.Add(time.Minute))
+	maintain(t, b)
+	if diff := cmp.Diff([]string{first, second}, kids(b.Keys().JWKS())); diff != "" {
+		t.Errorf("replica b does not publish the successor after a refresh (-want +got):\n%s", diff)
+	}
+	fx.clock.Set(signUntil.Add(-time.Second))
+	maintain(t, a)
+	maintain(t, b)
+	signsWith(t, first)
+
+	// At signUntil both switch, without either storing a third key.
+	fx.clock.Set(signUntil)
+	signsWith(t, second)
+	maintain(t, a)
+	maintain(t, b)
+	if diff := cmp.Diff([]string{first, second}, storedKids(t, fx.st)); diff != "" {
+		t.Errorf("stored kids after the switch (-want +got):\n%s", diff)
+	}
+	rec := storedKey(t, fx.st, second)
+	if !rec.SignFrom.Equal(signUntil) || !rec.SignFrom.After(rec.CreatedAt) {
+		t.Errorf("successor created %v signs from %v, want from %v, after its creation", rec.CreatedAt, rec.SignFrom, signUntil)
+	}
+}
+
+// TestKeyPrePublicationLate checks that maintenance running later than the publication
+// window still hands over at SignUntil instead of leaving a gap that forces an unpublished key.
+func TestKeyPrePublicationLate(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	fx.clock.Set(signUntil.Add(-30 * time.Second))
+	if err := fx.svc.Keys().Maintain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	stored := storedKids(t, fx.st)
+	if len(stored) != 2 {
+		t.Fatalf("store holds %v, want the first key and a successor", stored)
+	}
+	fx.clock.Set(signUntil)
+	if got := kidOf(t, fx.adminToken(t)); got != stored[1] {
+		t.Errorf("at signUntil the token has kid %q, want the successor %q", got, stored[1])
+	}
+	if got := storedKids(t, fx.st); len(got) != 2 {
+		t.Errorf("store holds %v after the switch, want no third key", got)
+	}
+}
+
+func storedKey(t *testing.T, st store.SigningKeys, id string) store.SigningKey {
+	t.Helper()
+	recs, err := st.ListSigningKeys(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.ID == id {
+			return r
+		}
+	}
+	t.Fatalf("no stored key %s", id)
+	return store.SigningKey{}
+}
+
 func TestKeyRotationTrigger(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -128,7 +242,9 @@ func TestKeyRotationTrigger(t *testing.T) {
 		wantKeys  int
 		wantFirst bool
 	}{
-		{name: "Maintain before SignUntil keeps the key", at: signUntil.Add(-time.Second), maintain: true, wantKeys: 1, wantFirst: true},
+		{name: "Maintain before the publication window keeps one key", at: publishAt.Add(-time.Second), maintain: true, wantKeys: 1, wantFirst: true},
+		{name: "Maintain in the publication window publishes a successor that does not sign yet", at: publishAt, maintain: true, wantKeys: 2, wantFirst: true},
+		{name: "Maintain just before SignUntil still signs with the first key", at: signUntil.Add(-time.Second), maintain: true, wantKeys: 2, wantFirst: true},
 		{name: "signing before SignUntil keeps the key", at: signUntil.Add(-time.Second), wantKeys: 1, wantFirst: true},
 		{name: "Maintain at SignUntil adds a key", at: signUntil, maintain: true, wantKeys: 2},
 		{name: "signing at SignUntil adds a key", at: signUntil, wantKeys: 2},
@@ -153,7 +269,10 @@ func TestKeyRotationTrigger(t *testing.T) {
 			if got := kid == first; got != tt.wantFirst {
 				t.Errorf("token kid %q, first key %q: signed with the first key = %v, want %v", kid, first, got, tt.wantFirst)
 			}
-			if published[len(published)-1] != kid {
+			if !slices.Contains(published, kid) {
+				t.Errorf("token kid %q is not published in %v", kid, published)
+			}
+			if !tt.wantFirst && published[len(published)-1] != kid {
 				t.Errorf("token kid %q is not the newest published key of %v", kid, published)
 			}
 		})

@@ -68,8 +68,11 @@ type SigningKey struct {
 	PublicKeyDER     []byte // PKIX
 	EncryptedPrivate []byte // AES-256-GCM sealed PKCS#8
 	CreatedAt        time.Time
-	SignUntil        time.Time // a newer key takes over signing after this
-	RetainUntil      time.Time // the public key may be dropped after this
+	// SignFrom is when the key starts signing: later than CreatedAt by a publication lead, so
+	// every replica publishes the key before any signs with it. Zero means CreatedAt.
+	SignFrom    time.Time
+	SignUntil   time.Time // a newer key takes over signing after this
+	RetainUntil time.Time // the public key may be dropped after this
 }
 
 // Organizations stores organizations.

@@ -460,6 +460,7 @@ func signingKey(id string, createdAt time.Time) store.SigningKey {
 		PublicKeyDER:     []byte("public " + id),
 		EncryptedPrivate: []byte("sealed private " + id),
 		CreatedAt:        createdAt,
+		SignFrom:         createdAt.Add(2 * time.Minute),
 		SignUntil:        createdAt.Add(24 * time.Hour),
 		RetainUntil:      createdAt.Add(48 * time.Hour),
 	}

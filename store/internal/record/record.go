@@ -52,6 +52,7 @@ type signingKey struct {
 	PublicKeyDER     []byte    `json:"public_key_der"`
 	EncryptedPrivate []byte    `json:"encrypted_private"`
 	CreatedAt        time.Time `json:"created_at"`
+	SignFrom         time.Time `json:"sign_from,omitzero"`
 	SignUntil        time.Time `json:"sign_until"`
 	RetainUntil      time.Time `json:"retain_until"`
 }
@@ -149,6 +150,7 @@ func EncodeSigningKey(k store.SigningKey) ([]byte, error) {
 		PublicKeyDER:     k.PublicKeyDER,
 		EncryptedPrivate: k.EncryptedPrivate,
 		CreatedAt:        k.CreatedAt.UTC(),
+		SignFrom:         k.SignFrom.UTC(),
 		SignUntil:        k.SignUntil.UTC(),
 		RetainUntil:      k.RetainUntil.UTC(),
 	})
@@ -166,6 +168,7 @@ func DecodeSigningKey(b []byte) (store.SigningKey, error) {
 		PublicKeyDER:     r.PublicKeyDER,
 		EncryptedPrivate: r.EncryptedPrivate,
 		CreatedAt:        r.CreatedAt,
+		SignFrom:         r.SignFrom,
 		SignUntil:        r.SignUntil,
 		RetainUntil:      r.RetainUntil,
 	}, nil
