@@ -7,6 +7,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -161,9 +162,13 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	w.Header().Set("Content-Type", "application/json")
 	if err := g.id.Ping(ctx); err != nil {
-		g.log.Warn("not ready", "err", err)
+		reason := "store unreachable"
+		if errors.Is(err, identity.ErrStoreLost) {
+			reason = "store lost its data: the bootstrap record is gone; see the server log"
+		}
+		g.log.Warn("not ready", "reason", reason, "err", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte(`{"status":"unavailable","reason":"store unreachable"}` + "\n"))
+		_, _ = w.Write([]byte(`{"status":"unavailable","reason":"` + reason + `"}` + "\n"))
 		return
 	}
 	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))

@@ -56,6 +56,9 @@ func (s *Service) Bootstrap(ctx context.Context, path string) (BootstrapResult, 
 		if err != nil {
 			return BootstrapResult{}, err
 		}
+		if err := s.rememberBootstrap(ctx); err != nil {
+			return BootstrapResult{}, err
+		}
 		return BootstrapResult{Path: done.Path, Host: done.Host}, nil
 	}
 	created, err := s.CreateOrganization(ctx, "default")
@@ -84,6 +87,9 @@ func (s *Service) Bootstrap(ctx context.Context, path string) (BootstrapResult, 
 	}
 	if _, err := s.st.SetSettingIfAbsent(ctx, bootstrapDoneSetting, done); err != nil {
 		return BootstrapResult{}, fmt.Errorf("bootstrap: %w", err)
+	}
+	if err := s.rememberBootstrap(ctx); err != nil {
+		return BootstrapResult{}, err
 	}
 	return BootstrapResult{Created: true, Path: path, Host: s.host, Admin: admin}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -80,6 +81,8 @@ type Service struct {
 
 	bootstrapWait time.Duration
 	host          string
+	// bootRecord is the store's bootstrap record as Bootstrap saw it; nil before Bootstrap.
+	bootRecord atomic.Pointer[[]byte]
 
 	orgMu    sync.RWMutex // guards orgNames
 	orgNames map[string]string
@@ -146,8 +149,14 @@ func (s *Service) Verifier() *Verifier { return s.verifier }
 // Issuer returns the token issuer.
 func (s *Service) Issuer() string { return s.issuer }
 
-// Ping reports whether the store is reachable.
-func (s *Service) Ping(ctx context.Context) error { return s.st.Ping(ctx) }
+// Ping reports whether the store is reachable and, once Bootstrap has run, still holds its
+// data: it returns ErrStoreLost when the store came back empty.
+func (s *Service) Ping(ctx context.Context) error {
+	if err := s.st.Ping(ctx); err != nil {
+		return err
+	}
+	return s.checkBootstrap(ctx)
+}
 
 // TokenResponse is the successful reply of the token endpoint.
 type TokenResponse struct {

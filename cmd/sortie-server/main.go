@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -137,11 +138,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { id.Keys().Run(gctx); return nil })
+	g.Go(func() error { id.WatchStore(gctx, storeWatchInterval); return nil })
 	g.Go(func() error { return agents.Run(gctx) })
 	g.Go(func() error { return engine.Run(gctx) })
 	g.Go(func() error { return gateway.Serve(gctx, log, ln, gw.Handler(), tlsConfig) })
 	return g.Wait()
 }
+
+// storeWatchInterval is how often the server checks that the store still holds its data.
+const storeWatchInterval = 10 * time.Second
 
 func openStore(ctx context.Context, log *slog.Logger, cfg config) (store.Store, error) {
 	if cfg.RedisURL != "" {
