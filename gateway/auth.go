@@ -139,6 +139,7 @@ func register[I, O any](g *Gateway, need string, op huma.Operation, handler func
 		op.Errors = append(op.Errors, http.StatusUnauthorized, http.StatusForbidden)
 		op.Description = strings.TrimSpace(op.Description + "\n\nRequires scope `" + need + "`.")
 	}
+	g.mux.declare(restPattern(op.Method, op.Path), need)
 	huma.Register(g.api, op, handler)
 }
 

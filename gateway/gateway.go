@@ -8,6 +8,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -48,7 +49,7 @@ type Gateway struct {
 	// bodyTimeout is how long a request body may take to arrive (bodyReadTimeout).
 	bodyTimeout time.Duration
 	api         huma.API
-	mux         *http.ServeMux
+	mux         *routeMux
 	reg         *prometheus.Registry
 	requests    *prometheus.CounterVec
 }
@@ -64,7 +65,7 @@ func WithPipelines(p Pipelines) Option { return func(g *Gateway) { g.pipelines =
 // New builds the handler tree over the identity service and the agent hub. reg collects the
 // server's metrics and is served at /metrics.
 func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheus.Registry, opts ...Option) *Gateway {
-	g := &Gateway{log: log, id: id, hub: agents, verifier: id, mux: http.NewServeMux(), reg: reg,
+	g := &Gateway{log: log, id: id, hub: agents, verifier: id, mux: newRouteMux(), reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sortie_http_requests_total", Help: "HTTP requests served, by method and status code.",
 		}, []string{"method", "code"}),
@@ -73,7 +74,9 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 		opt(g)
 	}
 	reg.MustRegister(g.requests)
-	g.api = humago.New(g.mux, apiConfig())
+	cfg := apiConfig()
+	g.mux.declareHumaDocs(humaPaths{OpenAPIPath: cfg.OpenAPIPath, SchemasPath: cfg.SchemasPath, DocsPath: cfg.DocsPath})
+	g.api = humago.New(g.mux, cfg)
 	g.api.UseMiddleware(g.restAuth, g.refuseDuplicateKeys)
 
 	g.registerOIDC()
@@ -81,7 +84,20 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 	g.registerInfraREST()
 	g.registerAgentManifest()
 	g.registerDeployREST()
+	g.mux.declare(GraphQLPath, identity.ScopeReadDeploy) // handle enforces it (graphql.go)
 	g.registerGraphQL()
+
+	// Routes outside Huma declare their requirement here; the mux refuses undeclared ones.
+	for _, svc := range []string{identityv1connect.IdentityServiceName, infrav1connect.InfrastructureServiceName,
+		deployv1connect.DeploymentServiceName, hubv1connect.AgentHubServiceName} {
+		g.mux.declare(connectPrefix(svc), PerProcedure)
+	}
+	for _, svc := range []string{grpchealth.HealthV1ServiceName, grpcreflect.ReflectV1ServiceName, grpcreflect.ReflectV1AlphaServiceName} {
+		g.mux.declare(connectPrefix(svc), Public)
+	}
+	for _, p := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
+		g.mux.declare(p, Public)
+	}
 
 	connectOpts := []connect.HandlerOption{
 		connect.WithInterceptors(connectAuth{g: g, scopes: allProcedureScopes()}),
@@ -108,6 +124,9 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 	})
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if missing := g.mux.unregistered(); len(missing) > 0 {
+		panic(fmt.Sprintf("gateway: routes declared but never mounted: %v", missing))
+	}
 	return g
 }
 
