@@ -17,6 +17,8 @@ import (
 
 	"github.com/sortie-dev/sortie/identity"
 	"github.com/sortie-dev/sortie/store"
+	"github.com/sortie-dev/sortie/store/redisstore"
+	"github.com/sortie-dev/sortie/store/redistest"
 )
 
 // Key timeline of a fixture's first key: it signs until signUntil and is published until
@@ -125,10 +127,39 @@ func TestKeyRotationOverlap(t *testing.T) {
 // rotation, that every token either replica signs carries a kid both replicas publish.
 func TestKeyPrePublication(t *testing.T) {
 	t.Parallel()
-	fx := newFixture(t)
-	a := fx.svc
-	b := newService(t, fx.st, fx.config())
-	first := onlyKey(t, fx.st).ID
+	t.Run("embedded store shared", func(t *testing.T) {
+		t.Parallel()
+		fx := newFixture(t)
+		checkPrePublication(t, fx.svc, newService(t, fx.st, fx.config()), fx.st, fx.clock, fx.adminPrincipal())
+	})
+	t.Run("Redis, one client each", func(t *testing.T) {
+		t.Parallel()
+		url := redistest.New(t).URL()
+		clock, masterKey := newFakeClock(t0), newMasterKey(t)
+		var replicas []*identity.Service
+		var stores []store.Store
+		for range 2 {
+			st, err := redisstore.Open(t.Context(), url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			stores = append(stores, st)
+			replicas = append(replicas, newService(t, st, testConfig(clock, masterKey)))
+		}
+		org, err := replicas[0].CreateOrganization(t.Context(), testOrg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := identity.Principal{Type: identity.PrincipalMachine, Subject: org.Admin.ClientID, Name: "admin",
+			OrgID: org.Organization.ID, OrgName: testOrg, EnvID: org.Environment.ID,
+			Roles: []string{identity.RoleOrganizationAdmin}, Scopes: allScopes}
+		checkPrePublication(t, replicas[0], replicas[1], stores[1], clock, p)
+	})
+}
+
+func checkPrePublication(t *testing.T, a, b *identity.Service, st store.SigningKeys, clock *fakeClock, principal identity.Principal) {
+	first := onlyKey(t, st).ID
 
 	maintain := func(t *testing.T, svc *identity.Service) {
 		t.Helper()
@@ -141,7 +172,7 @@ func TestKeyPrePublication(t *testing.T) {
 	signsWith := func(t *testing.T, kid string) {
 		t.Helper()
 		for name, svc := range map[string]*identity.Service{"a": a, "b": b} {
-			tok, err := svc.Sign(t.Context(), fx.adminPrincipal(), testAudience)
+			tok, err := svc.Sign(t.Context(), principal, testAudience)
 			if err != nil {
 				t.Fatalf("replica %s: Sign: %v", name, err)
 			}
@@ -157,9 +188,9 @@ func TestKeyPrePublication(t *testing.T) {
 	}
 
 	// Replica a's maintenance stores the successor; b has not refreshed yet.
-	fx.clock.Set(publishAt)
+	clock.Set(publishAt)
 	maintain(t, a)
-	stored := storedKids(t, fx.st)
+	stored := storedKids(t, st)
 	if len(stored) != 2 || stored[0] != first {
 		t.Fatalf("after the publication window opens the store holds %v, want %q and a successor", stored, first)
 	}
@@ -170,25 +201,25 @@ func TestKeyPrePublication(t *testing.T) {
 	signsWith(t, first)
 
 	// One refresh later b publishes it too; neither signs with it before signUntil.
-	fx.clock.Set(publishAt.Add(time.Minute))
+	clock.Set(publishAt.Add(time.Minute))
 	maintain(t, b)
 	if diff := cmp.Diff([]string{first, second}, kids(b.Keys().JWKS())); diff != "" {
 		t.Errorf("replica b does not publish the successor after a refresh (-want +got):\n%s", diff)
 	}
-	fx.clock.Set(signUntil.Add(-time.Second))
+	clock.Set(signUntil.Add(-time.Second))
 	maintain(t, a)
 	maintain(t, b)
 	signsWith(t, first)
 
 	// At signUntil both switch, without either storing a third key.
-	fx.clock.Set(signUntil)
+	clock.Set(signUntil)
 	signsWith(t, second)
 	maintain(t, a)
 	maintain(t, b)
-	if diff := cmp.Diff([]string{first, second}, storedKids(t, fx.st)); diff != "" {
+	if diff := cmp.Diff([]string{first, second}, storedKids(t, st)); diff != "" {
 		t.Errorf("stored kids after the switch (-want +got):\n%s", diff)
 	}
-	rec := storedKey(t, fx.st, second)
+	rec := storedKey(t, st, second)
 	if !rec.SignFrom.Equal(signUntil) || !rec.SignFrom.After(rec.CreatedAt) {
 		t.Errorf("successor created %v signs from %v, want from %v, after its creation", rec.CreatedAt, rec.SignFrom, signUntil)
 	}
