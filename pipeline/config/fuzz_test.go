@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"testing"
+
+	"github.com/sortie-dev/sortie/hub"
 )
 
 func FuzzParsePipeline(f *testing.F) {
@@ -62,7 +64,7 @@ func checkOutcome(t *testing.T, req *Request, err error) {
 		names[tg.Name] = true
 	}
 	for _, tg := range req.Targets {
-		if !accountPattern.MatchString(tg.Account) || len(tg.Account) > maxNameLength {
+		if !hub.ValidIdentifier(tg.Account) {
 			t.Fatalf("target %q: accepted account %q", tg.Name, tg.Account)
 		}
 		if tg.StrategyName == "" || (tg.Canary == nil) == (tg.BlueGreen == nil) {

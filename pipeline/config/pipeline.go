@@ -3,11 +3,12 @@ package config
 import (
 	"bytes"
 	"encoding/json"
-	"regexp"
 	"sort"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/validate/content"
+
+	"github.com/sortie-dev/sortie/hub"
 )
 
 // ParsePipeline parses and validates the body of POST /pipelines and POST
@@ -36,8 +37,6 @@ const (
 	labelRule     = "at most 63 characters: letters, digits, '-', '_' or '.', starting and ending with a letter or digit (a Kubernetes label value)"
 	namespaceRule = "at most 63 characters: lower-case letters, digits or '-', starting and ending with a letter or digit (a DNS-1123 label)"
 )
-
-var accountPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
 func validLabel(s string) bool { return s != "" && len(content.IsLabelValue(s)) == 0 }
 
@@ -275,8 +274,10 @@ func (p *parser) account(o *object, path string) string {
 	if !ok {
 		return ""
 	}
-	if len(s) > maxNameLength || !accountPattern.MatchString(s) {
-		p.fail(path, "account %s is not valid: %s", quote(s), accountRule)
+	// The rule of an agent identifier is declared once, on the agent's Hello in hub.proto.
+	if err := hub.CheckIdentifier(s); err != nil {
+		p.fail(path, "account %s is not valid: %s (an agent identifier)", quote(s),
+			strings.TrimPrefix(err.Error(), "hello.agent_identifier: "))
 	}
 	return s
 }

@@ -59,7 +59,7 @@ func TestParsePipelineProblems(t *testing.T) {
 		{"account missing", []edit{del("targets.prod.account")}, "invalid",
 			[]want{{"targets.prod.account", "is required: the identifier of the agent"}}},
 		{"account invalid", []edit{set("targets.prod.account", `"prod west"`)}, "invalid",
-			[]want{{"targets.prod.account", `account "prod west" is not valid: ^[a-zA-Z0-9_-]+$`}}},
+			[]want{{"targets.prod.account", "account \"prod west\" is not valid: does not match regex pattern `^[a-zA-Z0-9_-]+$` (an agent identifier)"}}},
 		{"account too long", []edit{set("targets.prod.account", q(strings.Repeat("a", 64)))}, "invalid",
 			[]want{{"targets.prod.account", "at most 63 characters"}}},
 		{"long value cut short in the message", []edit{set("targets.prod.account", q(strings.Repeat("é", 60)))}, "invalid",
