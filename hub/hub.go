@@ -109,6 +109,9 @@ type Config struct {
 	MaxMessageBytes   int           // 16 MiB: larger agent messages end the stream with Goodbye PROTOCOL_ERROR
 	SendQueueLength   int           // 64: per-stream bounded queue; a full queue drops the stream (Goodbye TOO_SLOW) and counts it
 	CommandTimeout    time.Duration // 30s: default deadline when Send's ctx has none
+	// MaxStreamsPerIP caps the agent streams open at once from one IP address (0: no cap);
+	// a stream over it is refused with ResourceExhausted before its Hello.
+	MaxStreamsPerIP int
 	Now               func() time.Time
 	Registerer        prometheus.Registerer // sortie_hub_* metrics: streams, commands by outcome, dropped streams, forwarded commands
 }
@@ -290,6 +293,7 @@ type Hub struct {
 	mu           sync.Mutex // guards the fields below
 	shuttingDown bool
 	agents       map[store.Tenant]map[string]*agentState
+	streamsByIP  map[string]int // open agent streams per peer IP, for MaxStreamsPerIP
 	pending      map[pendingKey]*pending // commands placed on a local stream or parked here
 	forwards     map[string]chan *replicationv1.ForwardReply
 	watchers     map[store.Tenant]map[*watcher]struct{}
@@ -318,6 +322,7 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 		ready:        make(chan struct{}),
 		done:         make(chan struct{}),
 		agents:       map[store.Tenant]map[string]*agentState{},
+		streamsByIP:  map[string]int{},
 		pending:      map[pendingKey]*pending{},
 		forwards:     map[string]chan *replicationv1.ForwardReply{},
 		watchers:     map[store.Tenant]map[*watcher]struct{}{},

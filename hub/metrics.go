@@ -12,6 +12,8 @@ type metrics struct {
 	forwarded      *prometheus.CounterVec
 	// subscriptionResyncs counts subscription inboxes that overflowed.
 	subscriptionResyncs prometheus.Counter
+	// refusedStreams counts streams refused by Config.MaxStreamsPerIP.
+	refusedStreams prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,9 +46,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sortie_hub_subscription_overflows_total",
 			Help: "Inventory change subscriptions whose inbox was full: their changes were dropped for one resync.",
 		}),
+		refusedStreams: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sortie_hub_refused_streams_total",
+			Help: "Agent streams refused because their address had as many open as the per-address cap allows.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.streams, m.closed, m.commands, m.commandSeconds, m.dropped, m.forwarded, m.subscriptionResyncs)
+		reg.MustRegister(m.streams, m.closed, m.commands, m.commandSeconds, m.dropped, m.forwarded, m.subscriptionResyncs, m.refusedStreams)
 	}
 	return m
 }

@@ -106,11 +106,27 @@ func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectR
 	// The reader ends once Connect has returned and connect-go has closed the request body.
 	recv := make(chan received)
 	readerStop := make(chan struct{})
+	ip := peerIP(bs.Peer().Addr)
 	h.mu.Lock()
 	if h.shuttingDown {
 		h.mu.Unlock()
 		return connect.NewError(connect.CodeUnavailable, errors.New("the hub is shutting down; reconnect"))
 	}
+	if max := h.cfg.MaxStreamsPerIP; max > 0 && h.streamsByIP[ip] >= max {
+		h.mu.Unlock()
+		h.m.refusedStreams.Inc()
+		log.Warn("agent stream refused: too many from one address", "ip", ip, "max", max)
+		return connect.NewError(connect.CodeResourceExhausted,
+			fmt.Errorf("too many agent streams from %s: this hub takes at most %d per address", ip, max))
+	}
+	h.streamsByIP[ip]++
+	defer func() {
+		h.mu.Lock()
+		if h.streamsByIP[ip]--; h.streamsByIP[ip] <= 0 {
+			delete(h.streamsByIP, ip)
+		}
+		h.mu.Unlock()
+	}()
 	h.streamsWG.Add(1)
 	h.readersWG.Go(func() { readLoop(bs, recv, readerStop) })
 	h.mu.Unlock()

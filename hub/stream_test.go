@@ -296,3 +296,37 @@ func TestIdentifierRuleSharedWithAgent(t *testing.T) {
 		})
 	}
 }
+
+// One address holds at most MaxStreamsPerIP streams; the next is refused before its Hello,
+// and a closed stream gives its slot back.
+func TestMaxStreamsPerIP(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t, time.Hour)
+	hs := startHub(t, iss, Config{MaxStreamsPerIP: 2}, serverOptions{})
+	tok := iss.token(t, tenantA, identity.ScopeConnectAgentHub)
+	first := dial(t, hs.URL, tok, agentOptions{})
+	first.hello("capped")
+	second := dial(t, hs.URL, tok, agentOptions{})
+	second.hello("capped")
+
+	third := dial(t, hs.URL, tok, agentOptions{})
+	_ = third.send(helloMsg("capped", third.instance))
+	third.startReading()
+	_, err := third.nextOrEnd(5 * time.Second)
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "at most 2 per address") {
+		t.Fatalf("third stream from one address ended with %v, want ResourceExhausted naming the cap", err)
+	}
+	if got := len(agentsOf(t, hs.hub, tenantA, "capped")); got != 2 {
+		t.Fatalf("%d streams registered, want the 2 the cap allows", got)
+	}
+	if got := hs.metric(t, "sortie_hub_refused_streams_total"); got != 1 {
+		t.Errorf("sortie_hub_refused_streams_total = %v, want 1", got)
+	}
+
+	first.close()
+	eventually(t, 5*time.Second, "the closed stream's slot to come back", func() bool {
+		return len(agentsOf(t, hs.hub, tenantA, "capped")) == 1
+	})
+	fourth := dial(t, hs.URL, tok, agentOptions{})
+	fourth.hello("capped")
+}

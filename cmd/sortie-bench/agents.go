@@ -183,7 +183,9 @@ func (b *bench) runHub(ctx context.Context) (memoryPhase, stormResult, error) {
 			name: "sortie-server", bin: b.serverBin, dropEnvPrefix: "SORTIE_",
 			logPath: filepath.Join(b.dir, fmt.Sprintf("sortie-server-%d.log", starts)),
 			args: []string{"--addr", addr, "--data-dir", dataDir, "--log-level", b.cfg.ServerLogLevel,
-				"--hub-heartbeat", b.cfg.Heartbeat.String(), "--token-ttl", b.cfg.TokenTTL.String()},
+				"--hub-heartbeat", b.cfg.Heartbeat.String(), "--token-ttl", b.cfg.TokenTTL.String(),
+				// Every simulated agent dials from 127.0.0.1: lift the per-address caps.
+				"--max-conns-per-ip", "0", "--hub-max-streams-per-ip", "0"},
 			logStdout: true,
 			onLine: func(line []byte) {
 				if bytes.HasPrefix(line, []byte("Sortie is listening on")) {

@@ -32,6 +32,9 @@ type config struct {
 	AgentGracePeriod time.Duration
 	AgentHeartbeat   time.Duration
 
+	MaxConnsPerIP      int
+	HubMaxStreamsPerIP int
+
 	PipelineRetention time.Duration
 	PipelineLeaseTTL  time.Duration
 	PipelineResync    time.Duration
@@ -56,6 +59,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "signing key rotation period")
 	fs.DurationVar(&c.AgentGracePeriod, "hub-grace-period", 5*time.Minute, "how long an account and its cached inventory stay after its agent's last stream closes")
 	fs.DurationVar(&c.AgentHeartbeat, "hub-heartbeat", 20*time.Second, "heartbeat interval told to agents; a stream silent for three intervals is dropped")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 1000, "connections one IP address may hold open at once; more are closed at once (0: no cap)")
+	fs.IntVar(&c.HubMaxStreamsPerIP, "hub-max-streams-per-ip", 1000, "agent streams one IP address may hold open at once; more are refused with resource_exhausted (0: no cap)")
 	fs.DurationVar(&c.PipelineRetention, "pipeline-retention", 30*24*time.Hour, "how long finished pipelines are kept")
 	fs.DurationVar(&c.PipelineLeaseTTL, "pipeline-lease-ttl", 10*time.Second, "lease of the replica driving a pipeline; another replica takes over this long after the holder died")
 	fs.DurationVar(&c.PipelineResync, "pipeline-resync", 3*time.Second, "how often every running pipeline is reconciled and unowned ones are looked for")
@@ -79,6 +84,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.TokenTTL < 5*time.Second || c.KeyRotation < time.Minute {
 		return config{}, errors.New("--token-ttl must be at least 5s and --key-rotation at least 1m")
+	}
+	if c.MaxConnsPerIP < 0 || c.HubMaxStreamsPerIP < 0 {
+		return config{}, errors.New("--max-conns-per-ip and --hub-max-streams-per-ip must be 0 (no cap) or more")
 	}
 	if c.PipelineRetention < time.Minute || c.PipelineLeaseTTL < time.Second || c.PipelineResync < 100*time.Millisecond {
 		return config{}, errors.New("--pipeline-retention must be at least 1m, --pipeline-lease-ttl at least 1s and --pipeline-resync at least 100ms")

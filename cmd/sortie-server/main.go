@@ -120,7 +120,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		hubOpts = append(hubOpts, hub.WithRedis(rdb))
 	}
 	hubOpts = append(hubOpts, hub.WithCredentialCheck(id, 0)) // deleted credentials' streams end
-	agents := hub.New(log, hub.Config{HeartbeatInterval: cfg.AgentHeartbeat, GracePeriod: cfg.AgentGracePeriod, Registerer: reg}, hubOpts...)
+	agents := hub.New(log, hub.Config{HeartbeatInterval: cfg.AgentHeartbeat, GracePeriod: cfg.AgentGracePeriod,
+		MaxStreamsPerIP: cfg.HubMaxStreamsPerIP, Registerer: reg}, hubOpts...)
 	sealer, err := seal.New(masterKey, "pipelines")
 	if err != nil {
 		return err
@@ -141,7 +142,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 	g.Go(func() error { id.WatchStore(gctx, storeWatchInterval); return nil })
 	g.Go(func() error { return agents.Run(gctx) })
 	g.Go(func() error { return engine.Run(gctx) })
-	g.Go(func() error { return gateway.Serve(gctx, log, ln, gw.Handler(), tlsConfig) })
+	g.Go(func() error {
+		return gateway.Serve(gctx, log, gateway.LimitConnsPerIP(ln, cfg.MaxConnsPerIP, log, reg), gw.Handler(), tlsConfig)
+	})
 	return g.Wait()
 }
 

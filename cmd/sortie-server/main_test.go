@@ -583,6 +583,8 @@ func TestBadFlags(t *testing.T) {
 		{name: "malformed duration", args: []string{"--token-ttl", "soon"}, wantErr: `invalid value "soon" for flag -token-ttl`},
 		{name: "bad env value", env: map[string]string{"SORTIE_TOKEN_TTL": "soon"}, wantErr: "SORTIE_TOKEN_TTL"},
 		{name: "bad env log level", env: map[string]string{"SORTIE_LOG_LEVEL": "loud"}, wantErr: "--log-level"},
+		{name: "negative connection cap", args: []string{"--max-conns-per-ip", "-1"}, wantErr: "--max-conns-per-ip"},
+		{name: "negative stream cap", args: []string{"--hub-max-streams-per-ip", "-2"}, wantErr: "--hub-max-streams-per-ip"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -802,4 +804,38 @@ func grepLines(text, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// --max-conns-per-ip caps the connections one address holds on the one port: the next is
+// closed before it is served, and the server keeps serving the others.
+func TestMaxConnsPerIP(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "--addr", "127.0.0.1:0", "--data-dir", newDataDir(t), "--max-conns-per-ip", "2")
+	addr := strings.TrimPrefix(s.Base, "http://")
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	over, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	_, _ = over.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+	_ = over.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := over.Read(make([]byte, 64)); err == nil {
+		t.Fatalf("the connection over the cap was served (%d bytes)", n)
+	}
+	// One of the held connections is served.
+	_, _ = held[0].Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+	_ = held[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	if n, err := held[0].Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+		t.Fatalf("a connection within the cap: %q, %v", buf[:n], err)
+	}
 }
