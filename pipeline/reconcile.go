@@ -557,13 +557,9 @@ func (r *rec) rollout(tg *target) bool {
 	for _, ref := range tg.Rollouts {
 		obs, ok := r.observe(tg, ref)
 		if !ok {
+			// Not knowing is not a change: the target keeps what the Rollout showed last (an
+			// approval stays open to approve while the agent reconnects after a restart).
 			healthy = false
-			if !shown {
-				r.clearPause(tg)
-				if tg.EndAs == "" {
-					r.setStatus(tg, Running)
-				}
-			}
 			continue
 		}
 		done, failed := r.follow(tg, ref, obs, !shown)
