@@ -157,8 +157,9 @@ func (sc *simCluster) Send(ctx context.Context, t store.Tenant, account string, 
 }
 
 func (sc *simCluster) CachedObject(ctx context.Context, t store.Tenant, account string, r *hubv1.ObjectReference) (*hubv1.Resource, error) {
-	c, _ := sc.cluster(account)
-	if c == nil {
+	// A disconnected agent's inventory is gone too, as on a server that just restarted.
+	c, ok := sc.cluster(account)
+	if !ok {
 		return nil, hub.ErrObjectNotCached
 	}
 	obj, err := c.Get(ref(r))
@@ -651,6 +652,34 @@ func TestManifestsAndContextAreSealedAtRest(t *testing.T) {
 	if err != nil || v.Context["ticket"] != "CHANGE-424242" {
 		t.Errorf("the view's context %v (%v), want the ticket back", v.Context, err)
 	}
+}
+
+func (sc *simCluster) setDown(account string, down bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.down[account] = down
+}
+
+// While the agent is away (and the Rollout cannot be read), the target keeps what it showed
+// last: its approval stays open and can be given; the engine promotes once the agent is back.
+func TestUnreadableRolloutKeepsTheApprovalOpen(t *testing.T) {
+	t.Parallel()
+	e := startEngine(t, "prod-west")
+	e.deployed(t, "web")
+	id := e.start(t, oneTarget("web", "nginx:2", weight(25), approval()))
+	e.await(t, id, "AWAITING_APPROVAL", status(pipeline.AwaitingApproval))
+	e.sc.setDown("prod-west", true)
+	v := e.await(t, id, "a pass that could not reach the cluster", func(v *pipeline.View) bool {
+		return strings.Contains(v.Targets[0].Message, "waiting for the cluster")
+	})
+	if v.Status != pipeline.AwaitingApproval || v.Targets[0].Pause == nil || v.Targets[0].Pause.Step != "prod/canary/1" {
+		t.Fatalf("with the agent away: %s, pause %+v; want still AWAITING_APPROVAL at prod/canary/1", v.Status, v.Targets[0].Pause)
+	}
+	if n, err := e.Approve(context.Background(), tenant, id, "", admin); err != nil || n != 1 {
+		t.Fatalf("approve while the agent is away: %d %v", n, err)
+	}
+	e.sc.setDown("prod-west", false)
+	e.await(t, id, "SUCCEEDED", status(pipeline.Succeeded))
 }
 
 func oneTargetOn(account string) body {
