@@ -11,6 +11,7 @@
 package identityv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -675,10 +676,14 @@ func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
 }
 
 // CreateEnvironmentRequest names the new environment.
+//
+// Its rules (protovalidate) are the one declaration of what a name may be: the identity
+// service enforces them for REST and Connect alike, and the REST documentation is checked
+// against them.
 type CreateEnvironmentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// name must be unique in the organization: 1 to 63 characters, letters, digits, '-' and
-	// '_'.
+	// name must be unique in the organization: 1 to 63 letters, digits, '-' or '_', starting
+	// with a letter or digit.
 	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -870,9 +875,14 @@ func (x *ListCredentialsResponse) GetCredentials() []*Credential {
 }
 
 // CreateCredentialRequest describes the new credential.
+//
+// Its rules (protovalidate) are the one declaration of what a name may be (see
+// CreateEnvironmentRequest). Which roles exist is not a rule of the message: it is the
+// catalogue ListRoles returns, checked by the service.
 type CreateCredentialRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// name is a human label: 1 to 128 printable characters.
+	// name is a human label, unique in the environment: 1 to 128 printable characters
+	// (letters, marks, digits, punctuation, symbols and spaces).
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// roles to grant; each must be a role listed by ListRoles.
 	Roles         []string `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
@@ -1342,7 +1352,7 @@ var File_sortie_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_sortie_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"!sortie/identity/v1/identity.proto\x12\x12sortie.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x01\n" +
+	"!sortie/identity/v1/identity.proto\x12\x12sortie.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x01\n" +
 	"\tPrincipal\x125\n" +
 	"\x04type\x18\x01 \x01(\x0e2!.sortie.identity.v1.PrincipalTypeR\x04type\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -1385,18 +1395,18 @@ const file_sortie_identity_v1_identity_proto_rawDesc = "" +
 	"\tprincipal\x18\x01 \x01(\v2\x1d.sortie.identity.v1.PrincipalR\tprincipal\"\x19\n" +
 	"\x17ListEnvironmentsRequest\"_\n" +
 	"\x18ListEnvironmentsResponse\x12C\n" +
-	"\fenvironments\x18\x01 \x03(\v2\x1f.sortie.identity.v1.EnvironmentR\fenvironments\".\n" +
-	"\x18CreateEnvironmentRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xd9\x01\n" +
+	"\fenvironments\x18\x01 \x03(\v2\x1f.sortie.identity.v1.EnvironmentR\fenvironments\"V\n" +
+	"\x18CreateEnvironmentRequest\x12:\n" +
+	"\x04name\x18\x01 \x01(\tB&\xbaH#r!\x10\x01\x18?2\x1b^[a-zA-Z0-9][a-zA-Z0-9_-]*$R\x04name\"\xd9\x01\n" +
 	"\x19CreateEnvironmentResponse\x12A\n" +
 	"\venvironment\x18\x01 \x01(\v2\x1f.sortie.identity.v1.EnvironmentR\venvironment\x12I\n" +
 	"\x10admin_credential\x18\x02 \x01(\v2\x1e.sortie.identity.v1.CredentialR\x0fadminCredential\x12.\n" +
 	"\x13admin_client_secret\x18\x03 \x01(\tR\x11adminClientSecret\"\x18\n" +
 	"\x16ListCredentialsRequest\"[\n" +
 	"\x17ListCredentialsResponse\x12@\n" +
-	"\vcredentials\x18\x01 \x03(\v2\x1e.sortie.identity.v1.CredentialR\vcredentials\"C\n" +
-	"\x17CreateCredentialRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x1e.sortie.identity.v1.CredentialR\vcredentials\"p\n" +
+	"\x17CreateCredentialRequest\x12?\n" +
+	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18\x80\x012\x1f^[\\p{L}\\p{M}\\p{N}\\p{P}\\p{S} ]*$R\x04name\x12\x14\n" +
 	"\x05roles\x18\x02 \x03(\tR\x05roles\"\x7f\n" +
 	"\x18CreateCredentialResponse\x12>\n" +
 	"\n" +
