@@ -16,14 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -375,8 +372,6 @@ func callerError(err error, format string, args ...any) error {
 	return err
 }
 
-var envNamePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$`)
-
 // ListEnvironments lists the environments of the caller's organization.
 func (s *Service) ListEnvironments(ctx context.Context, p Principal) ([]store.Environment, error) {
 	return s.st.ListEnvironments(ctx, p.OrgID)
@@ -395,8 +390,8 @@ type NewEnvironment struct {
 // environment.
 func (s *Service) CreateEnvironment(ctx context.Context, p Principal, name string) (NewEnvironment, error) {
 	var verr ValidationError
-	if !envNamePattern.MatchString(name) {
-		verr.add("name", "must be 1 to 63 letters, digits, '-' or '_', starting with a letter or digit")
+	if err := checkEnvironmentName(&verr, name); err != nil {
+		return NewEnvironment{}, err
 	}
 	if err := verr.errOrNil(); err != nil {
 		return NewEnvironment{}, err
@@ -451,21 +446,14 @@ func mayGrant(p Principal, roles []string) error {
 	return nil
 }
 
-func validCredentialName(name string) bool {
-	if name == "" || utf8.RuneCountInString(name) > 128 || !utf8.ValidString(name) {
-		return false
-	}
-	return !strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsPrint(r) })
-}
-
 // CreateCredential creates a machine credential in the caller's environment and returns it
 // with its secret, which is shown only this once. Names are unique per environment, so
 // running the same creation twice creates nothing the second time (409). A role granting a
 // scope p does not hold is refused with ErrEscalation.
 func (s *Service) CreateCredential(ctx context.Context, p Principal, name string, roles []string) (store.Credential, string, error) {
 	var verr ValidationError
-	if !validCredentialName(name) {
-		verr.add("name", "must be 1 to 128 printable characters")
+	if err := checkCredentialName(&verr, name); err != nil {
+		return store.Credential{}, "", err
 	}
 	validateRoles(&verr, "roles", roles)
 	if err := verr.errOrNil(); err != nil {
