@@ -70,13 +70,17 @@ type bodyOut[T any] struct {
 
 type createEnvironmentInput struct {
 	Body struct {
-		Name string `json:"name" doc:"Unique in the organization: letters, digits, '-' and '_'." minLength:"1" maxLength:"63"`
+		// The rules of name are CreateEnvironmentRequest.name's in identity.proto, enforced by the
+		// identity service for REST and Connect alike. doc restates them (a test holds it to the
+		// declaration); no schema tag enforces them a second time, with other words.
+		Name string `json:"name" doc:"Unique in the organization: 1 to 63 letters, digits, '-' or '_', starting with a letter or digit (pattern ^[a-zA-Z0-9][a-zA-Z0-9_-]*$)."`
 	}
 }
 
 type createCredentialInput struct {
 	Body struct {
-		Name  string   `json:"name" doc:"A human label, unique in the environment." minLength:"1" maxLength:"128"`
+		// The rules of name are CreateCredentialRequest.name's, as for createEnvironmentInput.
+		Name  string   `json:"name" doc:"A human label, unique in the environment: 1 to 128 printable characters (pattern ^[\\p{L}\\p{M}\\p{N}\\p{P}\\p{S} ]*$)."`
 		Roles []string `json:"roles,omitempty" doc:"Roles to grant; GET /roles lists them." required:"false"`
 	}
 }
