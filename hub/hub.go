@@ -112,8 +112,8 @@ type Config struct {
 	// MaxStreamsPerIP caps the agent streams open at once from one IP address (0: no cap);
 	// a stream over it is refused with ResourceExhausted before its Hello.
 	MaxStreamsPerIP int
-	Now               func() time.Time
-	Registerer        prometheus.Registerer // sortie_hub_* metrics: streams, commands by outcome, dropped streams, forwarded commands
+	Now             func() time.Time
+	Registerer      prometheus.Registerer // sortie_hub_* metrics: streams, commands by outcome, dropped streams, forwarded commands
 }
 
 func (c Config) withDefaults() Config {
@@ -293,7 +293,7 @@ type Hub struct {
 	mu           sync.Mutex // guards the fields below
 	shuttingDown bool
 	agents       map[store.Tenant]map[string]*agentState
-	streamsByIP  map[string]int // open agent streams per peer IP, for MaxStreamsPerIP
+	streamsByIP  map[string]int          // open agent streams per peer IP, for MaxStreamsPerIP
 	pending      map[pendingKey]*pending // commands placed on a local stream or parked here
 	forwards     map[string]chan *replicationv1.ForwardReply
 	watchers     map[store.Tenant]map[*watcher]struct{}
