@@ -327,9 +327,10 @@ func manifestDir(t *testing.T, ns, app, image string) string {
 // when the first succeeds, waits at its own approval and succeeds.
 func TestArmoryCLIStartQueueApproveSucceed(t *testing.T) {
 	t.Parallel()
+	app := unique("cli")
 	e := newEnv(t, sortie.ServerConfig{})
 	e.agent(t, e.srv.URL, "cli-cluster")
-	e.firstVersion(t, "cli", "cli-cluster", "cli", "cli:1")
+	e.firstVersion(t, app, "cli-cluster", app, "cli:1")
 
 	// The CLI runs with a Deployments Full Access token of the environment.
 	status, body := sortie.Call(t, "POST", e.srv.URL+"/credentials", e.admin, map[string]any{"name": "ci", "roles": []string{"Deployments Full Access"}})
@@ -344,15 +345,15 @@ func TestArmoryCLIStartQueueApproveSucceed(t *testing.T) {
 	}
 
 	const approvalSteps = "        - setWeight:\n            weight: 25\n        - pause:\n            untilApproved: true\n"
-	blocker := cli.start(cliDeployYML("cli", "cli-cluster", "cli", manifestDir(t, "cli", "cli", "cli:2"), false, approvalSteps), map[string]string{"commit": "abc123"})
-	if p := cli.waitProcessed(blocker); p.Status == "QUEUED" || p.BlockedByPipeline != nil || p.Application.Name != "cli" {
+	blocker := cli.start(cliDeployYML(app, "cli-cluster", app, manifestDir(t, app, app, "cli:2"), false, approvalSteps), map[string]string{"commit": "abc123"})
+	if p := cli.waitProcessed(blocker); p.Status == "QUEUED" || p.BlockedByPipeline != nil || p.Application.Name != app {
 		t.Fatalf("the first pipeline after its start: %+v", p)
 	}
 	e.await(t, blocker, "AWAITING_APPROVAL")
 
-	queued := cli.start(cliDeployYML("cli", "cli-cluster", "cli", manifestDir(t, "cli", "cli", "cli:3"), true, approvalSteps), map[string]string{"commit": "def456"})
+	queued := cli.start(cliDeployYML(app, "cli-cluster", app, manifestDir(t, app, app, "cli:3"), true, approvalSteps), map[string]string{"commit": "def456"})
 	p := cli.waitProcessed(queued)
-	if p.Status != "QUEUED" || p.BlockedByPipeline == nil || p.BlockedByPipeline.ID != blocker || p.Application.Name != "cli" {
+	if p.Status != "QUEUED" || p.BlockedByPipeline == nil || p.BlockedByPipeline.ID != blocker || p.Application.Name != app {
 		t.Fatalf("the queued pipeline after its start: %+v, want QUEUED blocked by %s", p, blocker)
 	}
 
@@ -387,7 +388,7 @@ func TestArmoryCLIStartQueueApproveSucceed(t *testing.T) {
 	if v := e.get(t, blocker); v.Status != "SUCCEEDED" {
 		t.Errorf("the first pipeline is %s, want SUCCEEDED", v.Status)
 	}
-	sortie.WaitFor(t, 60*time.Second, "4 Ready pods of the queued version", func() bool { return readyPods(t, "cli", "cli", "cli:3") == 4 })
+	sortie.WaitFor(t, 60*time.Second, "4 Ready pods of the queued version", func() bool { return readyPods(t, app, app, "cli:3") == 4 })
 
 	// The CLI never used anything but these routes.
 	for _, r := range cli.sent {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,13 @@ import (
 
 	sortie "github.com/sortie-dev/sortie/e2e/sortietest"
 )
+
+// runs numbers the namespaces and applications of every test run: the tests share one
+// cluster, and a test run again (go test -count) must not find its earlier run's objects.
+var runs atomic.Int64
+
+// unique returns name suffixed for this run of the test.
+func unique(name string) string { return fmt.Sprintf("%s-%d", name, runs.Add(1)) }
 
 // fastEngine makes pipelines react within a second: short resync and lease.
 var fastEngine = []string{"--pipeline-resync", "300ms", "--pipeline-lease-ttl", "3s"}

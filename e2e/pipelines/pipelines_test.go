@@ -55,11 +55,12 @@ func (e *env) firstVersion(t *testing.T, app, account, ns, image string) {
 
 func TestCanaryTimedPauseApprovalSucceeds(t *testing.T) {
 	t.Parallel()
+	ns := unique("canary")
 	e := newEnv(t, sortie.ServerConfig{})
 	e.agent(t, e.srv.URL, "canary-cluster")
-	e.firstVersion(t, "web", "canary-cluster", "canary", "web:1.0")
+	e.firstVersion(t, "web", "canary-cluster", ns, "web:1.0")
 
-	id := e.mustStart(t, canaryApp("web", "canary-cluster", "canary", "web:2.0", weight(25), wait(2), weight(50), approval()))
+	id := e.mustStart(t, canaryApp("web", "canary-cluster", ns, "web:2.0", weight(25), wait(2), weight(50), approval()))
 	paused := e.await(t, id, "PAUSED")
 	if status, w, reason, _ := paused.target("prod"); status != "PAUSED" || w != 25 || reason != "timed" {
 		t.Errorf("during the timed pause: %s at %d%% (%s), want PAUSED at 25%%, timed", status, w, reason)
@@ -68,7 +69,7 @@ func TestCanaryTimedPauseApprovalSucceeds(t *testing.T) {
 	if _, w, reason, step := waiting.target("prod"); w != 50 || reason != "approval" || step != "prod/canary/3" {
 		t.Errorf("awaiting approval: %d%% %s %s, want 50%% approval at prod/canary/3", w, reason, step)
 	}
-	ro := rolloutOf(t, "canary", "web")
+	ro := rolloutOf(t, ns, "web")
 	if conds, _, _ := unstructured.NestedSlice(ro.Object, "status", "pauseConditions"); len(conds) != 1 {
 		t.Fatalf("the Rollout is not paused at the approval: %v", ro.Object["status"])
 	}
@@ -79,8 +80,8 @@ func TestCanaryTimedPauseApprovalSucceeds(t *testing.T) {
 	if done.CompletedAt == "" || len(done.Decisions) != 1 || done.Decisions[0].Action != "approve" {
 		t.Errorf("finished pipeline: completed %q, decisions %+v", done.CompletedAt, done.Decisions)
 	}
-	sortie.WaitFor(t, 60*time.Second, "4 Ready pods of the new version", func() bool { return readyPods(t, "canary", "web", "web:2.0") == 4 })
-	ro = rolloutOf(t, "canary", "web")
+	sortie.WaitFor(t, 60*time.Second, "4 Ready pods of the new version", func() bool { return readyPods(t, ns, "web", "web:2.0") == 4 })
+	ro = rolloutOf(t, ns, "web")
 	if str(ro, "status", "stableRS") != str(ro, "status", "currentPodHash") {
 		t.Errorf("the new version is not stable: %v", ro.Object["status"])
 	}
@@ -94,11 +95,12 @@ func TestCanaryTimedPauseApprovalSucceeds(t *testing.T) {
 
 func TestAbortAtApprovalKeepsStableVersion(t *testing.T) {
 	t.Parallel()
+	ns := unique("abort")
 	e := newEnv(t, sortie.ServerConfig{})
 	e.agent(t, e.srv.URL, "abort-cluster")
-	e.firstVersion(t, "api", "abort-cluster", "abort", "api:1.0")
+	e.firstVersion(t, "api", "abort-cluster", ns, "api:1.0")
 
-	id := e.mustStart(t, canaryApp("api", "abort-cluster", "abort", "api:2.0", weight(25), approval()))
+	id := e.mustStart(t, canaryApp("api", "abort-cluster", ns, "api:2.0", weight(25), approval()))
 	e.await(t, id, "AWAITING_APPROVAL")
 	if st, b := e.post(t, "/pipelines/"+id+"/abort", nil); st != 200 {
 		t.Fatalf("abort: %d %s", st, b)
@@ -107,12 +109,12 @@ func TestAbortAtApprovalKeepsStableVersion(t *testing.T) {
 	if !strings.Contains(v.Message, "aborted") {
 		t.Errorf("message %q", v.Message)
 	}
-	ro := rolloutOf(t, "abort", "api")
+	ro := rolloutOf(t, ns, "api")
 	if abort, _, _ := unstructured.NestedBool(ro.Object, "status", "abort"); !abort {
 		t.Error("the Rollout was not aborted")
 	}
 	sortie.WaitFor(t, 60*time.Second, "the stable version serving alone", func() bool {
-		return readyPods(t, "abort", "api", "api:1.0") == 4 && readyPods(t, "abort", "api", "api:2.0") == 0
+		return readyPods(t, ns, "api", "api:1.0") == 4 && readyPods(t, ns, "api", "api:2.0") == 0
 	})
 	if st, _ := e.post(t, "/pipelines/"+id+"/abort", nil); st != http.StatusConflict {
 		t.Errorf("aborting a finished pipeline: %d, want 409", st)
@@ -121,17 +123,18 @@ func TestAbortAtApprovalKeepsStableVersion(t *testing.T) {
 
 func TestBlueGreenPreviewThenApproval(t *testing.T) {
 	t.Parallel()
+	ns := unique("bluegreen")
 	e := newEnv(t, sortie.ServerConfig{})
 	e.agent(t, e.srv.URL, "bg-cluster")
 	bg := func(image string) deployYAML {
 		return deployYAML{
 			"application": "shop",
-			"targets":     map[string]any{"prod": map[string]any{"account": "bg-cluster", "namespace": "bluegreen", "strategy": "bg"}},
+			"targets":     map[string]any{"prod": map[string]any{"account": "bg-cluster", "namespace": ns, "strategy": "bg"}},
 			"strategies": map[string]any{"bg": map[string]any{"blueGreen": map[string]any{
 				"activeService": "shop", "previewService": "shop-preview",
 				"redirectTrafficAfter": []any{approval()},
 			}}},
-			"manifests": []any{map[string]any{"inline": strings.Join([]string{namespaceYAML("bluegreen"),
+			"manifests": []any{map[string]any{"inline": strings.Join([]string{namespaceYAML(ns),
 				serviceYAML("shop", "shop"), serviceYAML("shop-preview", "shop"), deploymentYAML("shop", image)}, "---\n")}},
 		}
 	}
@@ -142,10 +145,10 @@ func TestBlueGreenPreviewThenApproval(t *testing.T) {
 	if _, _, reason, step := v.target("prod"); reason != "approval" || step != "prod/redirect/0" {
 		t.Errorf("awaiting %s %s, want the approval prod/redirect/0", reason, step)
 	}
-	ro := rolloutOf(t, "bluegreen", "shop")
+	ro := rolloutOf(t, ns, "shop")
 	current := str(ro, "status", "currentPodHash")
 	selector := func(svc string) string {
-		s, err := kubeClient(t).Resource(servicesGVR).Namespace("bluegreen").Get(context.Background(), svc, metav1.GetOptions{})
+		s, err := kubeClient(t).Resource(servicesGVR).Namespace(ns).Get(context.Background(), svc, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,20 +169,22 @@ func TestBlueGreenPreviewThenApproval(t *testing.T) {
 
 func TestTwoTargetsDependsOnWithBeforeApproval(t *testing.T) {
 	t.Parallel()
+	stagingNS := unique("facts-staging")
+	prodNS := unique("facts-prod")
 	e := newEnv(t, sortie.ServerConfig{})
 	e.agent(t, e.srv.URL, "staging-west")
 	e.agent(t, e.srv.URL, "prod-east")
 	body := deployYAML{
 		"application": "facts",
 		"targets": map[string]any{
-			"staging": map[string]any{"account": "staging-west", "namespace": "facts-staging", "strategy": "c"},
-			"prod": map[string]any{"account": "prod-east", "namespace": "facts-prod", "strategy": "c", "constraints": map[string]any{
+			"staging": map[string]any{"account": "staging-west", "namespace": stagingNS, "strategy": "c"},
+			"prod": map[string]any{"account": "prod-east", "namespace": prodNS, "strategy": "c", "constraints": map[string]any{
 				"dependsOn": []string{"staging"}, "beforeDeployment": []any{approval()}}},
 		},
 		"strategies": map[string]any{"c": map[string]any{"canary": map[string]any{"steps": []any{weight(50)}}}},
 		"manifests": []any{
-			map[string]any{"inline": namespaceYAML("facts-staging"), "targets": []string{"staging"}},
-			map[string]any{"inline": namespaceYAML("facts-prod"), "targets": []string{"prod"}},
+			map[string]any{"inline": namespaceYAML(stagingNS), "targets": []string{"staging"}},
+			map[string]any{"inline": namespaceYAML(prodNS), "targets": []string{"prod"}},
 			map[string]any{"inline": deploymentYAML("facts", "facts:1")},
 		},
 	}
@@ -188,30 +193,31 @@ func TestTwoTargetsDependsOnWithBeforeApproval(t *testing.T) {
 	if st, _, _, _ := v.target("staging"); st != "SUCCEEDED" {
 		t.Errorf("staging is %s while prod awaits its approval", st)
 	}
-	if _, err := kubeClient(t).Resource(rolloutsGVR).Namespace("facts-prod").Get(context.Background(), "facts", metav1.GetOptions{}); err == nil {
+	if _, err := kubeClient(t).Resource(rolloutsGVR).Namespace(prodNS).Get(context.Background(), "facts", metav1.GetOptions{}); err == nil {
 		t.Fatal("prod was deployed before its beforeDeployment approval")
 	}
 	if st, b := e.post(t, "/pipelines/"+id+"/approve", map[string]string{"step": "prod/before/0"}); st != 200 {
 		t.Fatalf("approve: %d %s", st, b)
 	}
 	e.await(t, id, "SUCCEEDED")
-	sortie.WaitFor(t, 60*time.Second, "prod's pods", func() bool { return readyPods(t, "facts-prod", "facts", "facts:1") == 4 })
+	sortie.WaitFor(t, 60*time.Second, "prod's pods", func() bool { return readyPods(t, prodNS, "facts", "facts:1") == 4 })
 }
 
 func TestInProgressRejectAndEnqueueOne(t *testing.T) {
 	t.Parallel()
+	app := unique("queue")
 	e := newEnv(t, sortie.ServerConfig{})
 	e.agent(t, e.srv.URL, "queue-cluster")
-	e.firstVersion(t, "queue", "queue-cluster", "queue", "q:1")
-	first := e.mustStart(t, canaryApp("queue", "queue-cluster", "queue", "q:2", weight(25), approval()))
+	e.firstVersion(t, app, "queue-cluster", app, "q:1")
+	first := e.mustStart(t, canaryApp(app, "queue-cluster", app, "q:2", weight(25), approval()))
 	e.await(t, first, "AWAITING_APPROVAL")
 
-	status, body := e.start(t, canaryApp("queue", "queue-cluster", "queue", "q:3", weight(25)))
+	status, body := e.start(t, canaryApp(app, "queue-cluster", app, "q:3", weight(25)))
 	if status != http.StatusConflict || !strings.Contains(string(body), first) {
 		t.Fatalf("second pipeline of the application: %d %s, want 409 naming %s", status, body, first)
 	}
 	queued := func(image string) deployYAML {
-		d := canaryApp("queue", "queue-cluster", "queue", image, weight(100))
+		d := canaryApp(app, "queue-cluster", app, image, weight(100))
 		d["deploymentConfig"] = map[string]any{"ifDeploymentInProgress": map[string]any{"strategy": "enqueueOne"}}
 		return d
 	}
@@ -236,17 +242,18 @@ func TestInProgressRejectAndEnqueueOne(t *testing.T) {
 	}
 	e.await(t, first, "SUCCEEDED")
 	e.await(t, newer, "SUCCEEDED")
-	sortie.WaitFor(t, 60*time.Second, "the newest queued version's pods", func() bool { return readyPods(t, "queue", "queue", "q:4") == 4 })
+	sortie.WaitFor(t, 60*time.Second, "the newest queued version's pods", func() bool { return readyPods(t, app, app, "q:4") == 4 })
 }
 
 func TestServerRestartMidPipeline(t *testing.T) {
 	t.Parallel()
+	app := unique("restart")
 	dir := t.TempDir()
 	addr := sortie.FreeAddr(t)
 	e := newEnv(t, sortie.ServerConfig{DataDir: dir, Addr: addr})
 	e.agent(t, e.srv.URL, "restart-cluster")
-	e.firstVersion(t, "restart", "restart-cluster", "restart", "r:1")
-	id := e.mustStart(t, canaryApp("restart", "restart-cluster", "restart", "r:2", weight(25), approval(), weight(75), wait(1)))
+	e.firstVersion(t, app, "restart-cluster", app, "r:1")
+	id := e.mustStart(t, canaryApp(app, "restart-cluster", app, "r:2", weight(25), approval(), weight(75), wait(1)))
 	e.await(t, id, "AWAITING_APPROVAL")
 
 	e.srv.Stop(t)
@@ -269,6 +276,7 @@ func TestServerRestartMidPipeline(t *testing.T) {
 // takes the lease over, the pipeline completes, and no step runs twice.
 func TestReplicaKilledMidRollout(t *testing.T) {
 	t.Parallel()
+	app := unique("ha")
 	rds := redistest.New(t)
 	dirA, dirB := t.TempDir(), t.TempDir()
 	public := "http://sortie.pipelines.test"
@@ -284,9 +292,9 @@ func TestReplicaKilledMidRollout(t *testing.T) {
 	}
 	lb := sortie.StartProxy(t, a.srv.Addr, b.Addr)
 	a.agent(t, lb.URL(), "ha-cluster")
-	a.firstVersion(t, "ha", "ha-cluster", "ha", "ha:1")
+	a.firstVersion(t, app, "ha-cluster", app, "ha:1")
 
-	id := a.mustStart(t, canaryApp("ha", "ha-cluster", "ha", "ha:2", weight(25), wait(3), weight(50), approval()))
+	id := a.mustStart(t, canaryApp(app, "ha-cluster", app, "ha:2", weight(25), wait(3), weight(50), approval()))
 	a.await(t, id, "PAUSED")
 	st, err := redisstore.Open(context.Background(), rds.URL())
 	if err != nil {
@@ -336,21 +344,23 @@ func TestReplicaKilledMidRollout(t *testing.T) {
 
 func TestExpiryAndTimeoutFail(t *testing.T) {
 	t.Parallel()
+	expireNS := unique("expire")
+	timeoutNS := unique("timeout")
 	e := newEnv(t, sortie.ServerConfig{})
 	e.agent(t, e.srv.URL, "fail-cluster")
-	e.firstVersion(t, "exp", "fail-cluster", "expire", "exp:1")
-	id := e.mustStart(t, canaryApp("exp", "fail-cluster", "expire", "exp:2", weight(25),
+	e.firstVersion(t, "exp", "fail-cluster", expireNS, "exp:1")
+	id := e.mustStart(t, canaryApp("exp", "fail-cluster", expireNS, "exp:2", weight(25),
 		map[string]any{"pause": map[string]any{"untilApproved": true, "approvalExpiration": map[string]any{"duration": 2, "unit": "SECONDS"}}}))
 	v := e.await(t, id, "FAILED")
 	if !strings.Contains(v.Message, "expired") {
 		t.Errorf("message %q, want the expired approval", v.Message)
 	}
 	sortie.WaitFor(t, 60*time.Second, "the rollback to the stable version", func() bool {
-		return readyPods(t, "expire", "exp", "exp:1") == 4 && readyPods(t, "expire", "exp", "exp:2") == 0
+		return readyPods(t, expireNS, "exp", "exp:1") == 4 && readyPods(t, expireNS, "exp", "exp:2") == 0
 	})
 
-	e.firstVersion(t, "slow", "fail-cluster", "timeout", "slow:1")
-	body := canaryApp("slow", "fail-cluster", "timeout", "slow:2", weight(25), approval())
+	e.firstVersion(t, "slow", "fail-cluster", timeoutNS, "slow:1")
+	body := canaryApp("slow", "fail-cluster", timeoutNS, "slow:2", weight(25), approval())
 	body["deploymentConfig"] = map[string]any{"timeout": map[string]any{"duration": 3, "unit": "SECONDS"}}
 	id = e.mustStart(t, body)
 	v = e.await(t, id, "FAILED")
@@ -410,12 +420,13 @@ func TestInvalidRequestsChangeNothing(t *testing.T) {
 // The Spinnaker stage's single-target request, its status, resume and abort.
 func TestSpinnakerStageDeployment(t *testing.T) {
 	t.Parallel()
+	app := unique("stage")
 	e := newEnv(t, sortie.ServerConfig{})
 	e.agent(t, e.srv.URL, "stage-cluster")
-	e.firstVersion(t, "stage", "stage-cluster", "stage", "stage:1")
+	e.firstVersion(t, app, "stage-cluster", app, "stage:1")
 	req := map[string]any{
-		"account": "stage-cluster", "application": "stage", "namespace": "stage",
-		"manifests": []any{map[string]any{"inline": map[string]any{"value": deploymentYAML("stage", "stage:2")}}},
+		"account": "stage-cluster", "application": app, "namespace": app,
+		"manifests": []any{map[string]any{"inline": map[string]any{"value": deploymentYAML(app, "stage:2")}}},
 		"canary": map[string]any{"steps": []any{
 			map[string]any{"setWeight": map[string]any{"weight": 25}},
 			map[string]any{"pause": map[string]any{"duration": 0, "unit": "NONE", "untilApproved": true}},
@@ -520,28 +531,29 @@ func eventsFrom(t *testing.T, base, tok, id string) []event {
 // name: the pipeline fails before applying anything, saying why.
 func TestUnmanagedDeploymentIsRefused(t *testing.T) {
 	t.Parallel()
+	app := unique("legacy")
 	e := newEnv(t, sortie.ServerConfig{})
 	e.agent(t, e.srv.URL, "legacy-cluster")
-	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "legacy"}}}
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": app}}}
 	if _, err := kubeClient(t).Resource(namespacesGVR).Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	dep := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(deploymentYAML("legacy", "legacy:1")), &dep.Object); err != nil {
+	if err := yaml.Unmarshal([]byte(deploymentYAML(app, "legacy:1")), &dep.Object); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kubeClient(t).Resource(deployGVR).Namespace("legacy").Create(context.Background(), dep, metav1.CreateOptions{}); err != nil {
+	if _, err := kubeClient(t).Resource(deployGVR).Namespace(app).Create(context.Background(), dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	id := e.mustStart(t, canaryApp("legacy", "legacy-cluster", "legacy", "legacy:2", weight(50)))
+	id := e.mustStart(t, canaryApp(app, "legacy-cluster", app, "legacy:2", weight(50)))
 	v := e.await(t, id, "FAILED")
-	if !strings.Contains(v.Message, "Deployment legacy/legacy already exists in the cluster and is not managed by Sortie") {
+	if !strings.Contains(v.Message, "Deployment "+app+"/"+app+" already exists in the cluster and is not managed by Sortie") {
 		t.Errorf("message %q, want the unmanaged Deployment named", v.Message)
 	}
-	if _, err := kubeClient(t).Resource(rolloutsGVR).Namespace("legacy").Get(context.Background(), "legacy", metav1.GetOptions{}); err == nil {
+	if _, err := kubeClient(t).Resource(rolloutsGVR).Namespace(app).Get(context.Background(), app, metav1.GetOptions{}); err == nil {
 		t.Error("a Rollout was created beside the unmanaged Deployment")
 	}
-	got, err := kubeClient(t).Resource(deployGVR).Namespace("legacy").Get(context.Background(), "legacy", metav1.GetOptions{})
+	got, err := kubeClient(t).Resource(deployGVR).Namespace(app).Get(context.Background(), app, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("the unmanaged Deployment is gone: %v", err)
 	}
