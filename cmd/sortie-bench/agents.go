@@ -151,7 +151,7 @@ func (b *bench) runBare(ctx context.Context) (memoryPhase, error) {
 	}
 	defer srv.stop(15 * time.Second)
 	baseURL := "http://" + addr
-	if err := waitHealthy(ctx, srv, baseURL, 30*time.Second); err != nil {
+	if err := waitOK(ctx, srv, baseURL, "/healthz", 30*time.Second); err != nil {
 		return memoryPhase{}, err
 	}
 	count := func(ctx context.Context) (int, error) {
@@ -199,7 +199,7 @@ func (b *bench) runHub(ctx context.Context) (memoryPhase, stormResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := waitHealthy(ctx, srv, baseURL, 2*time.Minute); err != nil {
+		if err := waitOK(ctx, srv, baseURL, "/healthz", 2*time.Minute); err != nil {
 			srv.stop(15 * time.Second)
 			return nil, err
 		}

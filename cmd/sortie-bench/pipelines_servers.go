@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -84,7 +83,7 @@ func startServerSet(ctx context.Context, b *bench, cfg pipelinesConfig, topology
 			return nil, err
 		}
 		set.servers, set.urls = append(set.servers, srv), append(set.urls, "http://"+addr)
-		if err := waitReady(ctx, srv, "http://"+addr, time.Minute); err != nil {
+		if err := waitOK(ctx, srv, "http://"+addr, "/readyz", time.Minute); err != nil {
 			set.stop()
 			return nil, err
 		}
@@ -93,32 +92,6 @@ func startServerSet(ctx context.Context, b *bench, cfg pipelinesConfig, topology
 		}
 	}
 	return set, nil
-}
-
-// waitReady polls baseURL/readyz until it answers 200, c exits, or timeout passes.
-func waitReady(ctx context.Context, c *child, baseURL string, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := client.Get(baseURL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if c.exited() {
-			return c.failure()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s is not ready after %s\n%s", c.name, timeout, tail(c.logPath, 20))
-		}
-		select {
-		case <-ctx.Done():
-			return errStopped
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // startRedis starts a private redis-server without persistence, listening only on a unix

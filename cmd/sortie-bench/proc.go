@@ -166,12 +166,13 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// waitHealthy polls baseURL/healthz until it answers 200, c exits, or timeout passes.
-func waitHealthy(ctx context.Context, c *child, baseURL string, timeout time.Duration) error {
+// waitOK polls baseURL+path (/healthz, /readyz) until it answers 200, c exits, or timeout
+// passes.
+func waitOK(ctx context.Context, c *child, baseURL, path string, timeout time.Duration) error {
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := client.Get(baseURL + "/healthz")
+		resp, err := client.Get(baseURL + path)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -182,11 +183,11 @@ func waitHealthy(ctx context.Context, c *child, baseURL string, timeout time.Dur
 			return c.failure()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s is not healthy after %s\n%s", c.name, timeout, tail(c.logPath, 20))
+			return fmt.Errorf("%s: %s is not 200 after %s\n%s", c.name, path, timeout, tail(c.logPath, 20))
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return errStopped
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
