@@ -12,9 +12,9 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"slices"
 	"strings"
@@ -75,6 +75,8 @@ type Service struct {
 	failures *prometheus.CounterVec
 	tokens   *tokenCache
 	creds    *credentialCache
+	// hashers are HMAC-SHA256 hashes keyed with hashKey (hashSecret).
+	hashers sync.Pool
 
 	bootstrapWait time.Duration
 	host          string
@@ -124,6 +126,7 @@ func New(ctx context.Context, log *slog.Logger, st store.Store, cfg Config) (*Se
 			Name: "sortie_token_failures_total", Help: "Refused token requests by OAuth error code.",
 		}, []string{"error"}),
 	}
+	s.hashers.New = func() any { return hmac.New(sha256.New, s.hashKey) }
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.issued, s.failures)
 	}
@@ -197,14 +200,23 @@ func (s *Service) token(ctx context.Context, req TokenRequest, remoteAddr string
 				Description: "too many failed attempts; retry later", RetryAfterSeconds: int(wait.Seconds()) + 1}
 		}
 	}
-	cred, err := s.st.LookupCredential(ctx, req.ClientID)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.log.Error("token: look up credential", "err", err)
-		return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
-			Description: "the identity store is unavailable; retry later", RetryAfterSeconds: 5}
+	// The secret is hashed on every path, so that a known and an unknown client id take the
+	// same time. A credential read less than CredentialCheckTTL ago (by a token check or an
+	// earlier request) is trusted as token checks trust it, and a change made on this replica
+	// forgets it at once; a miss and every failed check read the store, so that a failure
+	// costs the same whether or not the client id exists or is cached.
+	presented := s.hashSecret(req.ClientSecret)
+	cred, hit := s.creds.fresh(req.ClientID)
+	ok := hit && !cred.gone && hmac.Equal(presented[:], cred.secretHash)
+	if !ok {
+		var err error
+		if cred, err = s.creds.read(ctx, s.st, req.ClientID, false); err != nil {
+			s.log.Error("token: look up credential", "err", err)
+			return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
+				Description: "the identity store is unavailable; retry later", RetryAfterSeconds: 5}
+		}
+		ok = !cred.gone && hmac.Equal(presented[:], cred.secretHash)
 	}
-	// Hash even for an unknown client so both paths take the same time.
-	ok := hmac.Equal(s.hashSecret(req.ClientSecret), cred.SecretHash) && err == nil
 	if !ok {
 		for _, lim := range limits {
 			if _, _, err := s.attempts.AddFailure(ctx, lim.key, failureWindowLength); err != nil {
@@ -214,16 +226,16 @@ func (s *Service) token(ctx context.Context, req TokenRequest, remoteAddr string
 		return TokenResponse{}, &OAuthError{Status: 401, Code: OAuthInvalidClient,
 			Description: "client authentication failed", BasicChallenge: req.UsedBasic}
 	}
-	granted := ScopesOf(cred.Roles)
-	scopes := granted
+	scopes, scope := cred.scopes, cred.scope
 	if strings.TrimSpace(req.Scope) != "" {
 		scopes = parseScopeParam(req.Scope)
 		for _, sc := range scopes {
-			if !slices.Contains(granted, sc) {
+			if !slices.Contains(cred.scopes, sc) {
 				return TokenResponse{}, &OAuthError{Status: 400, Code: OAuthInvalidScope,
 					Description: fmt.Sprintf("scope %q is not granted to this client", sc)}
 			}
 		}
+		scope = strings.Join(scopes, " ")
 	}
 	audience := s.audiences[0]
 	if req.Audience != "" {
@@ -232,31 +244,24 @@ func (s *Service) token(ctx context.Context, req TokenRequest, remoteAddr string
 		}
 		audience = req.Audience
 	}
-	p, err := s.principalOf(ctx, cred, scopes)
+	orgName, err := s.orgName(ctx, cred.tenant.OrgID)
 	if err != nil {
-		s.log.Error("token: load organization", "err", err, "tenant", cred.Tenant.String())
+		s.log.Error("token: load organization", "err", err, "tenant", cred.tenant.String())
 		return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
 			Description: "the identity store is unavailable; retry later", RetryAfterSeconds: 5}
 	}
-	raw, err := s.Sign(ctx, p, audience)
+	p := Principal{
+		Type: PrincipalMachine, Subject: req.ClientID, Name: cred.name,
+		OrgID: cred.tenant.OrgID, OrgName: orgName, EnvID: cred.tenant.EnvID,
+		Roles: cred.roles, Scopes: scopes,
+	}
+	raw, err := s.sign(ctx, p, scope, audience)
 	if err != nil {
 		s.log.Error("token: sign", "err", err)
 		return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
 			Description: "cannot issue tokens right now; retry later", RetryAfterSeconds: 5}
 	}
-	return TokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(s.ttl.Seconds()), Scope: strings.Join(scopes, " ")}, nil
-}
-
-func (s *Service) principalOf(ctx context.Context, cred store.Credential, scopes []string) (Principal, error) {
-	orgName, err := s.orgName(ctx, cred.Tenant.OrgID)
-	if err != nil {
-		return Principal{}, err
-	}
-	return Principal{
-		Type: PrincipalMachine, Subject: cred.ClientID, Name: cred.Name,
-		OrgID: cred.Tenant.OrgID, OrgName: orgName, EnvID: cred.Tenant.EnvID,
-		Roles: slices.Clone(cred.Roles), Scopes: scopes,
-	}, nil
+	return TokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(s.ttl.Seconds()), Scope: scope}, nil
 }
 
 // orgName returns an organization's name; names never change, so each is read once.
@@ -282,26 +287,29 @@ func (s *Service) orgName(ctx context.Context, orgID string) (string, error) {
 
 // Sign issues a token for p with the given audience, signed with the current key.
 func (s *Service) Sign(ctx context.Context, p Principal, audience string) (string, error) {
-	signer, err := s.keys.signer(ctx)
+	return s.sign(ctx, p, strings.Join(p.Scopes, " "), audience)
+}
+
+// sign is Sign with p's scope claim (its scopes, space-separated) already joined.
+func (s *Service) sign(ctx context.Context, p Principal, scope, audience string) (string, error) {
+	key, err := s.keys.signingKey(ctx)
 	if err != nil {
 		return "", err
 	}
-	// Marshal once and sign the bytes: jwt.Signed(...).Claims would re-encode them twice.
-	payload, err := json.Marshal(newClaims(p, s.issuer, audience, s.now(), s.ttl))
-	if err != nil {
-		return "", fmt.Errorf("encode claims: %w", err)
-	}
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		return "", fmt.Errorf("sign token: %w", err)
-	}
-	return jws.CompactSerialize()
+	c := newClaims(p, scope, s.issuer, audience, s.now(), s.ttl)
+	return signToken(key, &c)
 }
 
-func (s *Service) hashSecret(secret string) []byte {
-	m := hmac.New(sha256.New, s.hashKey)
+// hashSecret returns the keyed hash under which a client secret is stored. The keyed
+// hashes are pooled: keying one costs more than hashing a secret.
+func (s *Service) hashSecret(secret string) [sha256.Size]byte {
+	m := s.hashers.Get().(hash.Hash)
+	m.Reset()
 	m.Write([]byte(secret))
-	return m.Sum(nil)
+	var out [sha256.Size]byte
+	m.Sum(out[:0])
+	s.hashers.Put(m)
+	return out
 }
 
 // newClientID returns a random client id: 26 lowercase base32 characters (128 bits).
@@ -467,9 +475,10 @@ func (s *Service) CreateCredential(ctx context.Context, p Principal, name string
 
 func (s *Service) createCredential(ctx context.Context, t store.Tenant, name string, roles []string) (store.Credential, string, error) {
 	secret := newSecret()
+	secretHash := s.hashSecret(secret)
 	cred := store.Credential{
 		ClientID: newClientID(), Tenant: t, Name: name,
-		SecretHash: s.hashSecret(secret), Roles: slices.Clone(roles), CreatedAt: s.now().UTC(),
+		SecretHash: secretHash[:], Roles: slices.Clone(roles), CreatedAt: s.now().UTC(),
 	}
 	if cred.Roles == nil {
 		cred.Roles = []string{}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -42,12 +43,26 @@ type Keyring struct {
 
 	mu   sync.Mutex // guards keys
 	keys []loadedKey
+
+	// current is the key that signs now and the period it was found current for, so that
+	// issuing a token takes no lock; nil after any change to keys, until the next signature.
+	current atomic.Pointer[currentKey]
 }
 
 type loadedKey struct {
 	rec    store.SigningKey
 	pub    *ecdsa.PublicKey
+	priv   *ecdsa.PrivateKey
 	signer jose.Signer
+	// header is the first segment of every compact JWS this key signs (protectedHeader).
+	header string
+}
+
+// currentKey is the signing key for [from, until): no other key can become current before
+// until (its SignUntil, or the SignFrom of a key waiting to take over, whichever is first).
+type currentKey struct {
+	key         *loadedKey
+	from, until time.Time
 }
 
 // NewKeyring loads the stored keys, decrypting each private key with the master key, and makes
@@ -92,6 +107,7 @@ func (k *Keyring) Maintain(ctx context.Context) error {
 		}
 	}
 	k.keys = slices.DeleteFunc(k.keys, func(lk loadedKey) bool { return !now.Before(lk.rec.RetainUntil) })
+	k.current.Store(nil)
 	cur, ok := k.currentLocked()
 	if !ok {
 		// No key may sign now (first start, or maintenance stalled past the current key's
@@ -177,6 +193,7 @@ func (k *Keyring) reloadLocked(ctx context.Context) error {
 		keys = append(keys, lk)
 	}
 	k.keys = keys
+	k.current.Store(nil)
 	return nil
 }
 
@@ -207,7 +224,11 @@ func newLoadedKey(rec store.SigningKey, priv *ecdsa.PrivateKey) (loadedKey, erro
 	if err != nil {
 		return loadedKey{}, fmt.Errorf("signer for key %s: %w", rec.ID, err)
 	}
-	return loadedKey{rec: rec, pub: &priv.PublicKey, signer: signer}, nil
+	lk := loadedKey{rec: rec, pub: &priv.PublicKey, priv: priv, signer: signer}
+	if lk.header, err = protectedHeader(lk); err != nil {
+		return loadedKey{}, err
+	}
+	return lk, nil
 }
 
 // currentLocked returns the key that signs now: of the keys inside their signing period, the
@@ -271,12 +292,18 @@ func (k *Keyring) rotateLocked(ctx context.Context, signAt time.Time) error {
 		return fmt.Errorf("store signing key: %w", err)
 	}
 	k.keys = append(k.keys, lk)
+	k.current.Store(nil)
 	k.log.Info("signing key created", "kid", id, "sign_from", rec.SignFrom, "sign_until", rec.SignUntil)
 	return nil
 }
 
-// signer returns a JOSE signer for the current key, rotating first when it is due.
-func (k *Keyring) signer(ctx context.Context) (jose.Signer, error) {
+// signingKey returns the current key, rotating first when none may sign. It takes the
+// keyring's lock only when the key found current last may no longer be.
+func (k *Keyring) signingKey(ctx context.Context) (*loadedKey, error) {
+	now := k.now()
+	if c := k.current.Load(); c != nil && !now.Before(c.from) && now.Before(c.until) {
+		return c.key, nil
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	cur, ok := k.currentLocked()
@@ -284,9 +311,23 @@ func (k *Keyring) signer(ctx context.Context) (jose.Signer, error) {
 		if err := k.rotateLocked(ctx, k.now()); err != nil {
 			return nil, err
 		}
-		cur, _ = k.currentLocked()
+		if cur, ok = k.currentLocked(); !ok {
+			return nil, errors.New("no signing key is current after rotation")
+		}
 	}
-	return cur.signer, nil
+	curFrom := signFrom(cur.rec)
+	c := &currentKey{key: &cur, from: now, until: cur.rec.SignUntil}
+	if curFrom.After(now) {
+		c.from = curFrom
+	}
+	for _, lk := range k.keys {
+		// A key starting later than cur takes over from its SignFrom (currentLocked).
+		if from := signFrom(lk.rec); from.After(now) && !from.Before(curFrom) && from.Before(c.until) {
+			c.until = from
+		}
+	}
+	k.current.Store(c)
+	return c.key, nil
 }
 
 // PublicKey returns the public key with the given kid if it is still retained. An unknown kid

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,7 +60,7 @@ func (s *Service) Recheck(ctx context.Context, p Principal) (Principal, error) {
 	if cur.gone || cur.tenant != p.Tenant() {
 		return Principal{}, fmt.Errorf("%w: %w", ErrInvalidToken, ErrRevoked)
 	}
-	granted := ScopesOf(cur.roles)
+	granted := cur.scopes
 	p.Scopes = slices.DeleteFunc(slices.Clone(p.Scopes), func(sc string) bool { return !slices.Contains(granted, sc) })
 	p.Roles = slices.DeleteFunc(slices.Clone(p.Roles), func(r string) bool { return !slices.Contains(cur.roles, r) })
 	return p, nil
@@ -118,46 +119,85 @@ func (c *tokenCache) verify(ctx context.Context, v *Verifier, raw string) (Princ
 	return p, nil
 }
 
-// credentialCache remembers the current state of credentials for ttl.
+// credentialCache remembers the current state of credentials for ttl. Token verification
+// reads it on every request, and so does the token endpoint (see Service.token).
 type credentialCache struct {
 	ttl time.Duration
 	now func() time.Time
 
-	mu      sync.Mutex // guards entries
+	mu      sync.Mutex // guards entries and forgets
 	entries map[string]credentialState
+	// forgets counts forget calls: a read that overlapped one may have read the state
+	// before the change, and is not cached.
+	forgets uint64
 }
 
-// credentialState is what a token check needs of a credential.
+// credentialState is what a token check and a token request need of a credential.
 type credentialState struct {
 	gone   bool
 	tenant store.Tenant
+	name   string
 	roles  []string
-	read   time.Time
+	// scopes are the scopes its roles grant (ScopesOf), scope the same space-separated.
+	scopes []string
+	scope  string
+	// secretHash is the keyed hash of its secret (Service.hashSecret).
+	secretHash []byte
+	read       time.Time
 }
 
 func newCredentialCache(ttl time.Duration, now func() time.Time) *credentialCache {
 	return &credentialCache{ttl: ttl, now: now, entries: map[string]credentialState{}}
 }
 
+// get returns what is known of a credential, from the cache while it is fresh.
 func (c *credentialCache) get(ctx context.Context, st store.Credentials, clientID string) (credentialState, error) {
+	if e, ok := c.fresh(clientID); ok {
+		return e, nil
+	}
+	return c.read(ctx, st, clientID, true)
+}
+
+// fresh returns the cached state of a credential if it was read less than ttl ago.
+func (c *credentialCache) fresh(clientID string) (credentialState, bool) {
 	now := c.now()
 	c.mu.Lock()
 	e, ok := c.entries[clientID]
 	c.mu.Unlock()
 	if ok && now.Sub(e.read) < c.ttl && !now.Before(e.read) {
-		return e, nil
+		return e, true
 	}
+	return credentialState{}, false
+}
+
+// read reads a credential from the store and caches what it found; a credential that does
+// not exist is cached only with keepGone (token requests name arbitrary client ids, and must
+// not fill the cache with them).
+func (c *credentialCache) read(ctx context.Context, st store.Credentials, clientID string, keepGone bool) (credentialState, error) {
+	now := c.now()
+	c.mu.Lock()
+	forgets := c.forgets
+	c.mu.Unlock()
+	var e credentialState
 	cred, err := st.LookupCredential(ctx, clientID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		e = credentialState{gone: true, read: now}
+		if !keepGone {
+			return e, nil
+		}
 	case err != nil:
 		return credentialState{}, fmt.Errorf("check the token's credential: %w", err)
 	default:
-		e = credentialState{tenant: cred.Tenant, roles: slices.Clone(cred.Roles), read: now}
+		scopes := ScopesOf(cred.Roles)
+		e = credentialState{tenant: cred.Tenant, name: cred.Name, roles: slices.Clone(cred.Roles),
+			scopes: scopes, scope: strings.Join(scopes, " "), secretHash: slices.Clone(cred.SecretHash), read: now}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.forgets != forgets {
+		return e, nil
+	}
 	if len(c.entries) >= maxCachedCredentials {
 		clear(c.entries)
 	}
@@ -171,4 +211,5 @@ func (c *credentialCache) forget(clientID string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.entries, clientID)
+	c.forgets++
 }

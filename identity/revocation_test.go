@@ -126,3 +126,47 @@ func TestVerifyCachedTokenExpires(t *testing.T) {
 		t.Errorf("Recheck at exp = %v, want ErrInvalidToken", err)
 	}
 }
+
+// TestTokenRequestAfterRevocation: a token request trusts what a replica read of its
+// credential no longer than a token check does: refused at once on the replica that deleted
+// the credential, and within the credential check TTL on another that had just issued it a
+// token, with roles changed there likewise.
+func TestTokenRequestAfterRevocation(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	other := newService(t, fx.st, fx.config())
+	cred, secret, err := fx.svc.CreateCredential(t.Context(), fx.adminPrincipal(), "ci", []string{identity.RoleOrganizationAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := func(svc *identity.Service) (identity.TokenResponse, *identity.OAuthError) {
+		return svc.Token(t.Context(), identity.TokenRequest{
+			GrantType: identity.GrantClientCredentials, ClientID: cred.ClientID, ClientSecret: secret,
+		}, testAddr)
+	}
+	for _, svc := range []*identity.Service{fx.svc, other} {
+		if _, oerr := request(svc); oerr != nil {
+			t.Fatalf("before the change: %v", oerr)
+		}
+	}
+	if _, err := fx.svc.SetCredentialRoles(t.Context(), fx.adminPrincipal(), cred.ClientID, []string{identity.RoleRemoteNetworkAgent}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, oerr := request(fx.svc); oerr != nil || resp.Scope != identity.ScopeConnectAgentHub {
+		t.Errorf("this replica after the roles changed: %+v %v", resp, oerr)
+	}
+	fx.clock.Advance(identity.DefaultCredentialCheckTTL)
+	if resp, oerr := request(other); oerr != nil || resp.Scope != identity.ScopeConnectAgentHub {
+		t.Errorf("another replica one TTL after the roles changed: %+v %v", resp, oerr)
+	}
+	if err := fx.svc.DeleteCredential(t.Context(), fx.adminPrincipal(), cred.ClientID); err != nil {
+		t.Fatal(err)
+	}
+	if _, oerr := request(fx.svc); oerr == nil || oerr.Code != identity.OAuthInvalidClient {
+		t.Errorf("this replica after the delete: %v, want invalid_client", oerr)
+	}
+	fx.clock.Advance(identity.DefaultCredentialCheckTTL)
+	if _, oerr := request(other); oerr == nil || oerr.Code != identity.OAuthInvalidClient {
+		t.Errorf("another replica one TTL after the delete: %v, want invalid_client", oerr)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -83,7 +82,7 @@ type tokenClaims struct {
 	Principal *principalClaim `json:"https://cloud.armory.io/principal,omitempty"`
 }
 
-func newClaims(p Principal, issuer, audience string, now time.Time, ttl time.Duration) tokenClaims {
+func newClaims(p Principal, scope, issuer, audience string, now time.Time, ttl time.Duration) tokenClaims {
 	now = now.UTC().Truncate(time.Second)
 	return tokenClaims{
 		Claims: jwt.Claims{
@@ -95,7 +94,7 @@ func newClaims(p Principal, issuer, audience string, now time.Time, ttl time.Dur
 			IssuedAt:  jwt.NewNumericDate(now),
 			ID:        uuid.NewString(),
 		},
-		Scope: strings.Join(p.Scopes, " "),
+		Scope: scope,
 		Principal: &principalClaim{
 			Type: p.Type, Name: p.Name, OrgID: p.OrgID, OrgName: p.OrgName, EnvID: p.EnvID,
 			Roles: append([]string{}, p.Roles...),

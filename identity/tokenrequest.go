@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -65,11 +66,11 @@ func ParseTokenRequest(contentType, authorization string, body []byte) (TokenReq
 		return TokenRequest{}, oerr
 	}
 	req := TokenRequest{
-		GrantType:    params["grant_type"],
-		ClientID:     params["client_id"],
-		ClientSecret: params["client_secret"],
-		Audience:     params["audience"],
-		Scope:        params["scope"],
+		GrantType:    params[0],
+		ClientID:     params[1],
+		ClientSecret: params[2],
+		Audience:     params[3],
+		Scope:        params[4],
 	}
 	if authorization != "" {
 		id, secret, oerr := parseBasic(authorization)
@@ -97,52 +98,86 @@ func ParseTokenRequest(contentType, authorization string, body []byte) (TokenReq
 	return req, nil
 }
 
-func parseTokenBody(contentType string, body []byte) (map[string]string, *OAuthError) {
-	mediaType := "application/x-www-form-urlencoded"
-	if contentType != "" {
+// formContentType is the media type of RFC 6749 token requests.
+const formContentType = "application/x-www-form-urlencoded"
+
+// parseTokenBody returns the values of tokenParams, in its order.
+func parseTokenBody(contentType string, body []byte) ([5]string, *OAuthError) {
+	var out [5]string
+	mediaType := formContentType
+	if contentType != "" && contentType != formContentType {
 		mt, _, err := mime.ParseMediaType(contentType)
 		if err != nil {
-			return nil, badRequest("malformed Content-Type header")
+			return out, badRequest("malformed Content-Type header")
 		}
 		mediaType = mt
 	}
-	out := make(map[string]string, len(tokenParams))
 	switch mediaType {
-	case "application/x-www-form-urlencoded":
-		values, err := url.ParseQuery(string(body))
-		if err != nil {
-			return nil, badRequest("malformed form body")
-		}
-		for _, name := range tokenParams {
-			v := values[name]
-			if len(v) > 1 {
-				return nil, badRequest("parameter %s is included more than once", name)
-			}
-			if len(v) == 1 {
-				out[name] = v[0]
-			}
-		}
+	case formContentType:
+		return parseTokenForm(string(body))
 	case "application/json":
 		var raw map[string]json.RawMessage
 		if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
-			return nil, badRequest("the body must be a JSON object")
+			return out, badRequest("the body must be a JSON object")
 		}
 		if name, dup := duplicateKey(body); dup {
-			return nil, badRequest("parameter %s is included more than once", name)
+			return out, badRequest("parameter %s is included more than once", name)
 		}
-		for _, name := range tokenParams {
+		for i, name := range tokenParams {
 			v, ok := raw[name]
 			if !ok || string(v) == "null" {
 				continue
 			}
 			var s string
 			if err := json.Unmarshal(v, &s); err != nil {
-				return nil, badRequest("parameter %s must be a string", name)
+				return out, badRequest("parameter %s must be a string", name)
 			}
-			out[name] = s
+			out[i] = s
 		}
 	default:
-		return nil, badRequest("unsupported Content-Type %q: send application/x-www-form-urlencoded or application/json", mediaType)
+		return out, badRequest("unsupported Content-Type %q: send application/x-www-form-urlencoded or application/json", mediaType)
+	}
+	return out, nil
+}
+
+// parseTokenForm reads the token parameters of a form body as url.ParseQuery does (the
+// same pairs, the same refusals: a semicolon separator or a malformed escape anywhere),
+// without building a map of every parameter.
+func parseTokenForm(body string) ([5]string, *OAuthError) {
+	var out [5]string
+	var count [5]int
+	malformed := false
+	for body != "" {
+		var pair string
+		pair, body, _ = strings.Cut(body, "&")
+		if strings.Contains(pair, ";") {
+			malformed = true
+			continue
+		}
+		if pair == "" {
+			continue
+		}
+		key, value, _ := strings.Cut(pair, "=")
+		key, err1 := url.QueryUnescape(key)
+		value, err2 := url.QueryUnescape(value)
+		if err1 != nil || err2 != nil {
+			malformed = true
+			continue
+		}
+		if i := slices.Index(tokenParams, key); i >= 0 {
+			if count[i] == 0 {
+				out[i] = value
+			}
+			count[i]++
+		}
+	}
+	if malformed {
+		return [5]string{}, badRequest("malformed form body")
+	}
+	for i, n := range count {
+		if n > 1 {
+			return [5]string{}, badRequest("parameter %s is included more than once", tokenParams[i])
+		}
 	}
 	return out, nil
 }
