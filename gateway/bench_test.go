@@ -28,9 +28,43 @@ import (
 
 var benchJSON = flag.String("benchjson", "", "write benchmark results as JSON to this file")
 
+// tokenTargetRatio is what POST /oauth/token should reach of raw signing (issue 9).
+const tokenTargetRatio = 0.7
+
 // BenchmarkTokenIssuance measures tokens issued per second through POST /oauth/token on a
 // real loopback listener against raw go-jose ES256 signing of the same claims, both measured
-// in this run and in rounds that alternate, and reports their ratio (target: >= 0.5).
+// in this run and in rounds that alternate, and reports their ratio (target: >= 0.7).
+//
+// Profile notes (go test ./gateway -run '^$' -bench TokenIssuance -benchtime 20000x
+// -cpuprofile cpu.out, then go tool pprof -top -cum; 1 December 2026, 2 cores shared with
+// other work, load average about 20, so the shares matter rather than the seconds). Shares
+// of all CPU samples, the raw baseline and the load generator included:
+//
+//	before (Huma route, go-jose signer, store read per request)   4.34 s of samples
+//	  net/http conn.serve (the whole server side)          56.0%
+//	    huma.Register wrapper                              44.0%  (Huma itself: 7.1%)
+//	    identity Service.token                             35.7%
+//	      Service.Sign                                     28.3%
+//	        crypto/ecdsa.Sign (the signature)              18.0%
+//	        go-jose header marshal, serialize, claims      10.3%
+//	      boltstore LookupCredential + JSON decode          5.1%
+//	  raw baseline (go-jose jwt.Signed...Serialize)        27.2%
+//	  load generator exchange                               6.0%
+//	  syscalls 11.5%, mallocgc 17.1%, GC workers 6.9%
+//	after                                                         3.49 s of samples
+//	  net/http conn.serve                                  44.1%
+//	    serveToken (no Huma)                               31.2%
+//	      identity signToken                               24.9%
+//	        crypto/ecdsa.Sign                              24.1%
+//	      the handler outside signToken                     6.3%
+//	  raw baseline                                         36.7%
+//	  load generator exchange                              10.6%
+//	  syscalls 10.9%, mallocgc 20.3% (most of it in ecdsa), GC workers 4.3%
+//
+// The server's work beyond the signature fell from 2.1 to 0.8 times the signature (conn.serve
+// less crypto/ecdsa.Sign: 1.65 s to 0.70 s of samples for the same 20,000 requests); what is
+// left is net/http reading the request and writing the reply (the two syscalls alone are 5%).
+// allocs/op (server, baseline and load generator together) fell from 454 to 314.
 func BenchmarkTokenIssuance(b *testing.B) {
 	ts := startServer(b, serverOptions{})
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {ts.admin.Admin.ClientID}, "client_secret": {ts.admin.Secret}}.Encode()
@@ -87,13 +121,13 @@ func BenchmarkTokenIssuance(b *testing.B) {
 	b.ReportMetric(httpRate, "http-tokens/s")
 	b.ReportMetric(rawRate, "raw-sign/s")
 	b.ReportMetric(ratio, "ratio")
-	b.Logf("\n%-34s %14s\n%-34s %14.0f\n%-34s %14.0f\n%-34s %14.2f (target >= 0.5)",
+	b.Logf("\n%-34s %14s\n%-34s %14.0f\n%-34s %14.0f\n%-34s %14.2f (target >= %.1f)",
 		"token issuance (n="+fmt.Sprint(int(n))+")", "per second",
-		"POST /oauth/token over HTTP", httpRate, "raw go-jose ES256 signing", rawRate, "ratio", ratio)
+		"POST /oauth/token over HTTP", httpRate, "raw go-jose ES256 signing", rawRate, "ratio", ratio, tokenTargetRatio)
 	if *benchJSON != "" {
 		data, _ := json.MarshalIndent(map[string]any{
 			"benchmark": "token_issuance", "n": int(n), "http_tokens_per_second": httpRate,
-			"raw_sign_per_second": rawRate, "ratio": ratio, "target_ratio": 0.5,
+			"raw_sign_per_second": rawRate, "ratio": ratio, "target_ratio": tokenTargetRatio,
 		}, "", "  ")
 		if err := os.WriteFile(*benchJSON, append(data, '\n'), 0o644); err != nil {
 			b.Fatal(err)

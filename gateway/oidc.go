@@ -1,11 +1,17 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -112,31 +118,156 @@ func (g *Gateway) registerOIDC() {
 		return out, nil
 	})
 
-	register(g, Public, huma.Operation{
-		OperationID: "oauth-token", Method: http.MethodPost, Path: "/oauth/token",
+	// The token endpoint is documented as a Huma operation but served by serveToken, which
+	// gives the same replies without Huma's per-request reflection (see the notes of
+	// BenchmarkTokenIssuance). Both call issueToken.
+	g.mux.serveDirect(restPattern(http.MethodPost, tokenPath), http.HandlerFunc(g.serveToken))
+	register(g, Public, tokenOperation(), g.humaToken)
+}
+
+// tokenOperation is the token endpoint's Huma operation.
+func tokenOperation() huma.Operation {
+	return huma.Operation{
+		OperationID: "oauth-token", Method: http.MethodPost, Path: tokenPath,
 		Summary: "Issue an access token (OAuth 2.0 client credentials)", Tags: []string{"Identity"},
 		Description: "Replies 200 `{access_token, token_type, expires_in, scope}`. Failures use RFC 6749 " +
 			"section 5.2 bodies `{error, error_description}`: 400 invalid_request, unsupported_grant_type " +
 			"or invalid_scope; 401 invalid_client; 429 slow_down after too many failed attempts.",
 		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusTooManyRequests},
-	}, func(ctx context.Context, in *tokenInput) (*tokenOutput, error) {
-		out := &tokenOutput{CacheControl: "no-store", Pragma: "no-cache"}
-		req, oerr := identity.ParseTokenRequest(in.ContentType, in.Authorization, in.RawBody)
+	}
+}
+
+// humaToken is the token endpoint as a Huma handler; serveToken answers the route instead,
+// and a test holds the two to the same replies.
+func (g *Gateway) humaToken(ctx context.Context, in *tokenInput) (*tokenOutput, error) {
+	out := g.issueToken(ctx, in.ContentType, in.Authorization, in.RawBody, in.remoteAddr)
+	return &out, nil
+}
+
+// tokenPath is the OAuth 2.0 token endpoint.
+const tokenPath = "/oauth/token"
+
+// issueToken answers a token request: the reply's status, headers and body.
+func (g *Gateway) issueToken(ctx context.Context, contentType, authorization string, body []byte, remoteAddr string) tokenOutput {
+	out := tokenOutput{CacheControl: "no-store", Pragma: "no-cache"}
+	req, oerr := identity.ParseTokenRequest(contentType, authorization, body)
+	if oerr == nil {
+		var resp identity.TokenResponse
+		resp, oerr = g.id.Token(ctx, req, remoteAddr)
 		if oerr == nil {
-			var resp identity.TokenResponse
-			resp, oerr = g.id.Token(ctx, req, in.remoteAddr)
-			if oerr == nil {
-				out.Status, out.Body = http.StatusOK, resp
-				return out, nil
+			out.Status, out.Body = http.StatusOK, resp
+			return out
+		}
+	}
+	out.Status, out.Body = oerr.Status, oerr
+	if oerr.BasicChallenge {
+		out.WWWAuthenticate = `Basic realm="sortie"`
+	}
+	if oerr.RetryAfterSeconds > 0 {
+		out.RetryAfter = strconv.Itoa(oerr.RetryAfterSeconds)
+	}
+	return out
+}
+
+// tokenBodies are the buffers request bodies of the token endpoint are read into.
+var tokenBodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// serveToken serves POST /oauth/token as its Huma operation would: the body read within the
+// body read timeout (408), below maxBodyBytes (413) and not empty (400), RFC 6749 error
+// bodies, and JSON written as Huma writes it (encoding/json without HTML escaping, then a
+// newline).
+func (g *Gateway) serveToken(w http.ResponseWriter, r *http.Request) {
+	buf := tokenBodies.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			tokenBodies.Put(buf)
+		}
+	}()
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(g.bodyReadTimeout()))
+	if r.Body != nil {
+		n, err := io.Copy(buf, io.LimitReader(r.Body, maxBodyBytes))
+		switch {
+		case n == maxBodyBytes:
+			writeOAuthError(w, newOAuthError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is too large limit=%d bytes", maxBodyBytes)))
+			return
+		case err != nil:
+			if nerr, ok := errors.AsType[net.Error](err); ok && nerr.Timeout() {
+				writeOAuthError(w, newOAuthError(http.StatusRequestTimeout, "request body read timeout"))
+				return
 			}
+			writeOAuthError(w, newOAuthError(http.StatusInternalServerError, ""))
+			return
 		}
-		out.Status, out.Body = oerr.Status, oerr
-		if oerr.BasicChallenge {
-			out.WWWAuthenticate = `Basic realm="sortie"`
+	}
+	if buf.Len() == 0 {
+		writeOAuthError(w, newOAuthError(http.StatusBadRequest, "request body is required"))
+		return
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	out := g.issueToken(r.Context(), r.Header.Get("Content-Type"), r.Header.Get("Authorization"), buf.Bytes(), host)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", out.CacheControl)
+	h.Set("Pragma", out.Pragma)
+	if out.WWWAuthenticate != "" {
+		h.Set("WWW-Authenticate", out.WWWAuthenticate)
+	}
+	if out.RetryAfter != "" {
+		h.Set("Retry-After", out.RetryAfter)
+	}
+	w.WriteHeader(out.Status)
+	if resp, ok := out.Body.(identity.TokenResponse); ok {
+		if b, ok := appendTokenResponse(make([]byte, 0, 160+len(resp.AccessToken)+len(resp.Scope)), resp); ok {
+			_, _ = w.Write(b)
+			return
 		}
-		if oerr.RetryAfterSeconds > 0 {
-			out.RetryAfter = strconv.Itoa(oerr.RetryAfterSeconds)
+	}
+	_ = writeHumaJSON(w, out.Body)
+}
+
+// writeOAuthError writes an error Huma would raise on the route (oauthErrorBody).
+func writeOAuthError(w http.ResponseWriter, e *oauthErrorBody) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	_ = writeHumaJSON(w, e)
+}
+
+// writeHumaJSON writes v as Huma's JSON format does.
+func writeHumaJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// appendTokenResponse appends the JSON of resp, and the newline, as writeHumaJSON writes
+// them, when none of its strings needs escaping (a token and scopes never do); it reports
+// false otherwise.
+func appendTokenResponse(b []byte, resp identity.TokenResponse) ([]byte, bool) {
+	if !plainJSONString(resp.AccessToken) || !plainJSONString(resp.TokenType) || !plainJSONString(resp.Scope) {
+		return nil, false
+	}
+	b = append(b, `{"access_token":"`...)
+	b = append(b, resp.AccessToken...)
+	b = append(b, `","token_type":"`...)
+	b = append(b, resp.TokenType...)
+	b = append(b, `","expires_in":`...)
+	b = strconv.AppendInt(b, resp.ExpiresIn, 10)
+	b = append(b, `,"scope":"`...)
+	b = append(b, resp.Scope...)
+	return append(b, "\"}\n"...), true
+}
+
+// plainJSONString reports whether encoding/json, without HTML escaping, writes s between
+// quotes unchanged.
+func plainJSONString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
 		}
-		return out, nil
-	})
+	}
+	return true
 }

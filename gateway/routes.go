@@ -27,11 +27,19 @@ type routeMux struct {
 	*http.ServeMux
 	declared map[string]string
 	routes   []Route
+	// direct holds the plain handlers that serve a pattern in place of the handler registered
+	// for it (serveDirect).
+	direct map[string]http.Handler
 }
 
 func newRouteMux() *routeMux {
-	return &routeMux{ServeMux: http.NewServeMux(), declared: map[string]string{}}
+	return &routeMux{ServeMux: http.NewServeMux(), declared: map[string]string{}, direct: map[string]http.Handler{}}
 }
+
+// serveDirect makes h serve pattern in place of the handler registered for it later: the
+// route keeps its declaration and its Huma operation (so the OpenAPI document still
+// describes it) while its requests skip Huma. Only the token endpoint uses it (oidc.go).
+func (m *routeMux) serveDirect(pattern string, h http.Handler) { m.direct[pattern] = h }
 
 // declare records that pattern requires need; the pattern may then be registered once.
 func (m *routeMux) declare(pattern, need string) {
@@ -51,6 +59,9 @@ func (m *routeMux) Handle(pattern string, h http.Handler) {
 		panic(fmt.Sprintf("gateway: route %s declares no requirement: add it with register, or declare it in New", pattern))
 	}
 	m.routes = append(m.routes, Route{Pattern: pattern, Need: need})
+	if d, ok := m.direct[pattern]; ok {
+		h = d
+	}
 	m.ServeMux.Handle(pattern, h)
 }
 

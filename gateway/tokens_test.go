@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,9 +12,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"log/slog"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -326,5 +329,154 @@ func TestTokenEndpointErrors(t *testing.T) {
 				t.Error("401 after Basic authentication lacks WWW-Authenticate")
 			}
 		})
+	}
+}
+
+// TestTokenEndpointRepliesAsHuma: the token endpoint, served outside Huma, gives the replies
+// its Huma operation gives: status, the headers a client reads and the body byte for byte
+// (the access token aside, which differs on every issue), on success and on every kind of
+// failure, including the rate limit.
+func TestTokenEndpointRepliesAsHuma(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{})
+	huma := httptest.NewServer(ts.gw.HumaTokenHandler())
+	t.Cleanup(huma.Close)
+	id, secret := ts.admin.Admin.ClientID, ts.admin.Secret
+	form := func(kv ...string) string {
+		v := url.Values{}
+		for i := 0; i < len(kv); i += 2 {
+			v.Add(kv[i], kv[i+1])
+		}
+		return v.Encode()
+	}
+	const formType = "application/x-www-form-urlencoded"
+	basic := func(id, secret string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
+	}
+	type request struct{ contentType, auth, accept, body string }
+	tests := []struct {
+		name string
+		req  request
+		// before runs first, on the server under test only (to fill the rate limit).
+		before int
+	}{
+		{name: "form", req: request{contentType: formType, body: form("grant_type", "client_credentials", "client_id", id, "client_secret", secret)}},
+		{name: "form with charset", req: request{contentType: formType + "; charset=utf-8", body: form("grant_type", "client_credentials", "client_id", id, "client_secret", secret, "scope", "read:deploy")}},
+		{name: "JSON", req: request{contentType: "application/json",
+			body: `{"grant_type":"client_credentials","client_id":"` + id + `","client_secret":"` + secret + `","audience":"https://api.cloud.armory.io","scope":"manage:deploy"}`}},
+		{name: "Basic", req: request{contentType: formType, auth: basic(id, secret), body: "grant_type=client_credentials"}},
+		{name: "Accept XML", req: request{contentType: formType, accept: "application/xml", body: form("grant_type", "client_credentials", "client_id", id, "client_secret", secret)}},
+		{name: "no body", req: request{}},
+		{name: "unsupported grant", req: request{contentType: formType, body: form("grant_type", "password", "client_id", id, "client_secret", secret)}},
+		{name: "duplicate parameter", req: request{contentType: formType, body: "grant_type=client_credentials&grant_type=client_credentials"}},
+		{name: "malformed form", req: request{contentType: formType, body: "grant_type=client_credentials;client_id=x"}},
+		{name: "malformed JSON", req: request{contentType: "application/json", body: `{"grant_type":`}},
+		{name: "JSON duplicate key", req: request{contentType: "application/json", body: `{"client_id":"a","client_id":"b"}`}},
+		{name: "text body", req: request{contentType: "text/plain", body: "grant_type=client_credentials"}},
+		{name: "malformed Content-Type", req: request{contentType: "application/", body: "x"}},
+		{name: "wrong secret", req: request{contentType: formType, body: form("grant_type", "client_credentials", "client_id", id, "client_secret", "wrong")}},
+		{name: "unknown client", req: request{contentType: formType, body: form("grant_type", "client_credentials", "client_id", "nobody", "client_secret", "wrong")}},
+		{name: "wrong Basic secret", req: request{contentType: formType, auth: basic(id, "nope"), body: "grant_type=client_credentials"}},
+		{name: "Bearer instead of Basic", req: request{contentType: formType, auth: "Bearer x", body: "grant_type=client_credentials"}},
+		{name: "scope not granted", req: request{contentType: formType, body: form("grant_type", "client_credentials", "client_id", id, "client_secret", secret, "scope", `<admin> & "all"`)}},
+		{name: "unknown audience", req: request{contentType: formType, body: form("grant_type", "client_credentials", "client_id", id, "client_secret", secret, "audience", "https://x.example/?a=<b>&c")}},
+		{name: "rate limited", before: 10, req: request{contentType: formType, body: form("grant_type", "client_credentials", "client_id", "limited", "client_secret", "wrong")}},
+	}
+	send := func(t *testing.T, base string, r request) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", base+"/oauth/token", strings.NewReader(r.body))
+		if r.contentType != "" {
+			req.Header.Set("Content-Type", r.contentType)
+		}
+		if r.auth != "" {
+			req.Header.Set("Authorization", r.auth)
+		}
+		if r.accept != "" {
+			req.Header.Set("Accept", r.accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok identity.TokenResponse
+		if resp.StatusCode == http.StatusOK && json.Unmarshal(body, &tok) == nil && tok.AccessToken != "" {
+			body = bytes.Replace(body, []byte(tok.AccessToken), []byte("<token>"), 1)
+		}
+		return resp, body
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range tt.before {
+				send(t, ts.URL, tt.req)
+			}
+			got, gotBody := send(t, ts.URL, tt.req)
+			want, wantBody := send(t, huma.URL, tt.req)
+			if got.StatusCode != want.StatusCode {
+				t.Errorf("status %d, Huma %d", got.StatusCode, want.StatusCode)
+			}
+			for _, h := range []string{"Content-Type", "Content-Length", "Cache-Control", "Pragma", "WWW-Authenticate", "Retry-After"} {
+				if got.Header.Get(h) != want.Header.Get(h) {
+					t.Errorf("%s %q, Huma %q", h, got.Header.Get(h), want.Header.Get(h))
+				}
+			}
+			if !bytes.Equal(gotBody, wantBody) {
+				t.Errorf("body\n%s\nHuma\n%s", gotBody, wantBody)
+			}
+			if tt.before > 0 && got.StatusCode != http.StatusTooManyRequests {
+				t.Errorf("status %d after %d failures, want 429", got.StatusCode, tt.before)
+			}
+		})
+	}
+}
+
+// TestTokenEndpointAfterRevocation: the token endpoint trusts what it read of a credential
+// only as token checks do: a credential deleted on this replica gets no token at once, even
+// one that just got a token, and new roles shape the next token at once.
+func TestTokenEndpointAfterRevocation(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{})
+	admin := ts.adminToken(t)
+	r := ts.do(t, "POST", "/credentials", admin, map[string]any{"name": "ci", "roles": []string{identity.RoleOrganizationAdmin}})
+	c := decode[struct {
+		ClientID     string `json:"clientId"`
+		ClientSecret string `json:"clientSecret"`
+	}](t, r.Body)
+	request := func() (int, map[string]any) {
+		resp, err := http.PostForm(ts.URL+"/oauth/token", url.Values{"grant_type": {"client_credentials"},
+			"client_id": {c.ClientID}, "client_secret": {c.ClientSecret}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, body
+	}
+	if status, body := request(); status != http.StatusOK || !strings.Contains(body["scope"].(string), identity.ScopeManageTenant) {
+		t.Fatalf("before the change: %d %v", status, body)
+	}
+	if r := ts.do(t, "PUT", "/credentials/"+c.ClientID+"/roles", admin, []string{identity.RoleRemoteNetworkAgent}); r.Status != http.StatusOK {
+		t.Fatalf("set roles: %d %s", r.Status, r.Body)
+	}
+	status, body := request()
+	if status != http.StatusOK || body["scope"] != identity.ScopeConnectAgentHub {
+		t.Fatalf("after the roles changed: %d %v, want scope %s only", status, body, identity.ScopeConnectAgentHub)
+	}
+	_, claims := verifyES256(t, body["access_token"].(string), fetchJWKS(t, ts))
+	if roles := claims[identity.PrincipalClaim].(map[string]any)["roles"]; !cmp.Equal(roles, []any{identity.RoleRemoteNetworkAgent}) {
+		t.Errorf("token roles after the change: %v", roles)
+	}
+	if r := ts.do(t, "DELETE", "/credentials/"+c.ClientID, admin, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	if status, body := request(); status != http.StatusUnauthorized || body["error"] != identity.OAuthInvalidClient {
+		t.Fatalf("after the delete: %d %v, want 401 invalid_client", status, body)
 	}
 }
