@@ -221,7 +221,7 @@ func (g *Gateway) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(out.Status)
 	if resp, ok := out.Body.(identity.TokenResponse); ok {
-		if b, ok := appendTokenResponse(make([]byte, 0, 160+len(resp.AccessToken)+len(resp.Scope)), resp); ok {
+		if b, ok := appendTokenResponse(make([]byte, 0, 80+len(resp.AccessToken)+len(resp.TokenType)+len(resp.Scope)), resp); ok {
 			_, _ = w.Write(b)
 			return
 		}

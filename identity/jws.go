@@ -23,11 +23,8 @@ import (
 func signToken(key *loadedKey, c *tokenClaims) (string, error) {
 	var buf [1024]byte
 	payload := appendClaims(buf[:0], c)
-	hdr := key.header
-	encLen := base64.RawURLEncoding.EncodedLen(len(payload))
-	sigLen := base64.RawURLEncoding.EncodedLen(64)
-	out := make([]byte, 0, len(hdr)+1+encLen+1+sigLen)
-	out = append(out, hdr...)
+	var outBuf [2048]byte // on the stack: string(out) is the one copy a token costs
+	out := append(outBuf[:0], key.header...)
 	out = append(out, '.')
 	out = base64.RawURLEncoding.AppendEncode(out, payload)
 	digest := sha256.Sum256(out)
