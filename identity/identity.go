@@ -51,8 +51,8 @@ type Config struct {
 	// saved the admin credential, so other replicas can say where that file is.
 	Host string
 	// CredentialCheckTTL is how long a replica trusts what it last read of a credential when
-	// checking a token; zero means DefaultCredentialCheckTTL. A credential deleted, or whose
-	// roles changed, on another replica stops working here within it.
+	// checking a token or issuing one; zero means DefaultCredentialCheckTTL. A credential
+	// deleted, or whose roles changed, on another replica stops working here within it.
 	CredentialCheckTTL time.Duration
 }
 
@@ -493,7 +493,8 @@ func (s *Service) createCredential(ctx context.Context, t store.Tenant, name str
 }
 
 // DeleteCredential deletes a credential of the caller's environment. Its tokens stop
-// working at once on this replica and within CredentialCheckTTL on the others.
+// working, and it stops getting new ones, at once on this replica and within
+// CredentialCheckTTL on the others.
 func (s *Service) DeleteCredential(ctx context.Context, p Principal, id string) error {
 	if err := s.st.DeleteCredential(ctx, p.Tenant(), id); err != nil {
 		return callerError(fmt.Errorf("credential %q: %w", id, err), "credential %q does not exist in this environment", id)
