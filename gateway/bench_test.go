@@ -65,7 +65,7 @@ const tokenTargetRatio = 0.7
 // The server's work beyond the signature fell from 2.1 to 0.8 times the signature (conn.serve
 // less crypto/ecdsa.Sign: 1.65 s to 0.70 s of samples for the same 20,000 requests); what is
 // left is net/http reading the request and writing the reply (the two syscalls alone are 5%).
-// allocs/op (server, baseline and load generator together) fell from 454 to 314.
+// allocs/op (server, baseline and load generator together) fell from 454 to 313.
 func BenchmarkTokenIssuance(b *testing.B) {
 	ts := startServer(b, serverOptions{})
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {ts.admin.Admin.ClientID}, "client_secret": {ts.admin.Secret}}.Encode()
