@@ -1,8 +1,9 @@
 // Package install applies the Helm charts (charts/sortie, charts/sortie-agent) and the
 // manifest route's agent YAML to a real kube-apiserver with server-side apply and strict
 // field validation: every object must be accepted as rendered. The ServiceMonitor is
-// rendered disabled here (the cluster has no Prometheus Operator CRDs); charts' golden tests
-// cover it.
+// rendered disabled here (the cluster has no Prometheus Operator CRDs); the charts' golden
+// tests cover it. A real helm install, upgrade and uninstall checks that the generated master
+// key survives both.
 package install
 
 import (
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
@@ -177,5 +179,55 @@ func TestManifestRouteIsAccepted(t *testing.T) {
 	want := "Namespace,ServiceAccount,ClusterRole,ClusterRoleBinding,Secret,Deployment"
 	if strings.Join(got, ",") != want {
 		t.Errorf("applied %v, want %s", got, want)
+	}
+}
+
+// helm runs the pinned Helm against the cluster.
+func helm(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"tool", "-modfile=tools/helm/go.mod", "helm", "--kubeconfig", cluster.Kubeconfig()}, args...)...)
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// TestUpgradeKeepsMasterKey installs the server chart with Helm, upgrades it and uninstalls
+// it: the master key the first install generated is the one after the upgrade, and it is
+// still there after the uninstall.
+func TestUpgradeKeepsMasterKey(t *testing.T) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", cluster.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}).Namespace("sortie-upgrade")
+	key := func() string {
+		t.Helper()
+		s, err := secrets.Get(context.Background(), "sortie-master-key", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, _, _ := unstructured.NestedString(s.Object, "data", "master.key")
+		if k == "" {
+			t.Fatalf("the master key Secret holds no master.key: %v", s.Object["data"])
+		}
+		return k
+	}
+	helm(t, "install", "sortie", "charts/sortie", "--namespace", "sortie-upgrade", "--create-namespace")
+	first := key()
+	helm(t, "upgrade", "sortie", "charts/sortie", "--namespace", "sortie-upgrade", "--set", "logLevel=debug")
+	if got := key(); got != first {
+		t.Error("helm upgrade generated a new master key: everything stored under the old one is lost")
+	}
+	helm(t, "uninstall", "sortie", "--namespace", "sortie-upgrade")
+	if got := key(); got != first {
+		t.Error("the master key changed on uninstall")
 	}
 }
