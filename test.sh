@@ -54,6 +54,22 @@ if ! diff -r "$before/gen" gen; then
   exit 1
 fi
 
+step "packaging: container images, Helm, goreleaser"
+# Helm and goreleaser are Go tools pinned in modules of their own (tools/helm, tools/release);
+# the first run builds them (several minutes each on 2 cores), later runs take them from
+# Go's cache. The charts' lint, golden and bad-values tests run in 'go test ./...' (charts/),
+# applying them to a real kube-apiserver in e2e/install.
+go tool -modfile=tools/helm/go.mod helm version --short
+# The daemonless image build is a module of its own too (go-containerregistry stays out of
+# the product's go.mod): it builds both images for this machine and inspects them.
+(cd deploy/image && go vet ./... && go test -count=1 -timeout 20m ./...)
+goreleaser() { go tool -modfile=tools/release/go.mod goreleaser "$@"; }
+goreleaser check
+# A snapshot build of this machine's target, into a temporary dist/, so the config cannot rot.
+{ cat .goreleaser.yaml; echo "dist: $before/dist"; } > "$before/goreleaser.yaml"
+goreleaser build --config "$before/goreleaser.yaml" --snapshot --single-target --clean
+"$before"/dist/sortie-server_*/sortie-server --version
+
 step "real-cluster binaries (etcd, kube-apiserver, controllers, KWOK, Argo Rollouts)"
 echo "built from their Go modules into a cache; the first build takes 20 minutes or more on 2 cores"
 SORTIE_E2E_BIN="$(bash e2e/build.sh | tail -n1)"

@@ -167,6 +167,10 @@ func TestAgentManifest(t *testing.T) {
 	if !strings.Contains(string(who.Body), `"scopes":["connect:agentHub"]`) || !strings.Contains(string(who.Body), `"name":"agent-prod-west"`) {
 		t.Errorf("manifest credential: %s", who.Body)
 	}
+	// The image of ?image= (default sortie-agent:latest) is the one the pods run.
+	if c := kinds["Deployment"]["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any); c["image"] != "sortie-agent:latest" {
+		t.Errorf("Deployment image %v, want sortie-agent:latest", c["image"])
+	}
 	if !strings.Contains(string(r.Body), ts.URL) || !strings.Contains(string(r.Body), `"prod-west"`) {
 		t.Error("manifest does not point the agent at this server with its identifier")
 	}

@@ -3,13 +3,14 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"io"
 	"net/http"
 	"regexp"
-	"text/template"
+	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
 
+	sortieagent "github.com/sortie-dev/sortie/charts/sortie-agent"
 	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
 )
@@ -50,104 +51,35 @@ type agentManifestOutput struct {
 	Body        []byte
 }
 
-// yamlQuote renders a string as a YAML scalar; JSON strings are valid YAML.
-func yamlQuote(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
+// agentRelease is the base name of the manifest's objects (the Helm chart names them after
+// its release: helm install sortie-agent gives the same names).
+const agentRelease = "sortie-agent"
+
+// renderAgentManifest renders the sortie-agent chart's template, the one `helm install`
+// uses, with the namespace created too (kubectl apply has no --create-namespace).
+func renderAgentManifest(w io.Writer, id, namespace, image, hubURL, clientID, secret string) error {
+	repo, tag, digest := splitImage(image)
+	return sortieagent.Render(w, sortieagent.Release{Name: agentRelease, Namespace: namespace}, map[string]any{
+		"agentIdentifier": id,
+		"hubUrl":          hubURL,
+		"credentials":     map[string]any{"clientId": clientID, "clientSecret": secret},
+		"image":           map[string]any{"repository": repo, "tag": tag, "digest": digest},
+		"createNamespace": true,
+	})
 }
 
-var agentManifest = template.Must(template.New("agent").Funcs(template.FuncMap{"q": yamlQuote}).Parse(`# Sortie agent {{.ID}}: apply with kubectl apply -f -
-# The Secret holds a newly created machine credential (role Remote Network Agent).
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: {{q .NS}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: sortie-agent
-  namespace: {{q .NS}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {{q .Name}}
-rules:
-  # The agent applies whatever the deployments contain, so it needs every permission.
-  - apiGroups: ["*"]
-    resources: ["*"]
-    verbs: ["*"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {{q .Name}}
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: {{q .Name}}
-subjects:
-  - kind: ServiceAccount
-    name: sortie-agent
-    namespace: {{q .NS}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: sortie-agent-credentials
-  namespace: {{q .NS}}
-type: Opaque
-stringData:
-  clientId: {{q .ClientID}}
-  clientSecret: {{q .Secret}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: sortie-agent
-  namespace: {{q .NS}}
-  labels:
-    app.kubernetes.io/name: sortie-agent
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app.kubernetes.io/name: sortie-agent
-  template:
-    metadata:
-      labels:
-        app.kubernetes.io/name: sortie-agent
-    spec:
-      serviceAccountName: sortie-agent
-      containers:
-        - name: agent
-          image: {{q .Image}}
-          args: ["--health-addr=0.0.0.0:8081"]
-          env:
-            - name: SORTIE_AGENT_HUB_URL
-              value: {{q .HubURL}}
-            - name: SORTIE_AGENT_AGENT_IDENTIFIER
-              value: {{q .ID}}
-            - name: SORTIE_AGENT_CLIENT_ID
-              valueFrom:
-                secretKeyRef: {name: sortie-agent-credentials, key: clientId}
-            - name: SORTIE_AGENT_CLIENT_SECRET
-              valueFrom:
-                secretKeyRef: {name: sortie-agent-credentials, key: clientSecret}
-            - name: NODE_IP
-              valueFrom:
-                fieldRef: {fieldPath: status.hostIP}
-          ports:
-            - {name: health, containerPort: 8081}
-          # /healthz is 200 only while the agent holds a stream to Sortie: it gates readiness,
-          # never liveness, so a Sortie outage does not restart every agent.
-          readinessProbe:
-            httpGet: {path: /healthz, port: health}
-          resources:
-            requests: {cpu: 50m, memory: 64Mi}
-            limits: {memory: 256Mi}
-`))
+// splitImage splits an image reference into the chart's image.repository, image.tag and
+// image.digest. A reference without tag or digest keeps "latest", as a container runtime
+// would pull it.
+func splitImage(ref string) (repo, tag, digest string) {
+	if r, d, ok := strings.Cut(ref, "@"); ok {
+		return r, "", d
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		return ref[:i], ref[i+1:], ""
+	}
+	return ref, "latest", ""
+}
 
 func (g *Gateway) registerAgentManifest() {
 	register(g, identity.ScopeManageCredentials, huma.Operation{
@@ -170,11 +102,7 @@ func (g *Gateway) registerAgentManifest() {
 			return nil, restError(ctx, g.log, err)
 		}
 		var buf bytes.Buffer
-		err = agentManifest.Execute(&buf, map[string]string{
-			"ID": in.AgentIdentifier, "NS": in.Namespace, "Name": "sortie-agent-" + in.Namespace,
-			"ClientID": cred.ClientID, "Secret": secret, "Image": in.Image, "HubURL": g.id.Issuer(),
-		})
-		if err != nil {
+		if err := renderAgentManifest(&buf, in.AgentIdentifier, in.Namespace, in.Image, g.id.Issuer(), cred.ClientID, secret); err != nil {
 			return nil, restError(ctx, g.log, err)
 		}
 		return &agentManifestOutput{ContentType: "application/yaml", Body: buf.Bytes()}, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sortie-dev/sortie/agent"
 	"github.com/sortie-dev/sortie/cmd/internal/flagenv"
+	"github.com/sortie-dev/sortie/cmd/internal/version"
 )
 
 // envPrefix prefixes the environment variable of each flag (--hub-url: SORTIE_AGENT_HUB_URL).
@@ -34,7 +35,9 @@ type config struct {
 	LogLevel        slog.Level
 }
 
-func parseConfig(args []string, stderr io.Writer) (config, error) {
+// parseConfig parses args and the environment; --version prints to stdout and returns
+// version.ErrShown.
+func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("sortie-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c config
@@ -52,12 +55,17 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.HealthAddr, "health-addr", "127.0.0.1:8081", "listen address of /healthz and /metrics (empty: none)")
 	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of the node the agent runs on, reported to the hub (default: $NODE_IP)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: sortie-agent [flags]\n\nConnects a Kubernetes cluster to a Sortie server and executes its deployments.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := flagenv.Parse(fs, envPrefix, args); err != nil {
+	if err := flagenv.Parse(fs, envPrefix, args, "version"); err != nil {
 		return config{}, err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "sortie-agent", version.String())
+		return config{}, version.ErrShown
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))

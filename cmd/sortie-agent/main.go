@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -26,11 +25,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/sortie-dev/sortie/agent"
+	"github.com/sortie-dev/sortie/cmd/internal/version"
 )
-
-// version is the agent's version, set at build time with -ldflags "-X main.version=v1.2.3";
-// otherwise the module version from the build info, or "dev".
-var version = ""
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -45,9 +41,9 @@ func main() {
 }
 
 // run runs the agent until ctx ends (SIGTERM), then tells the hub it leaves and returns.
-// JSON logs go to stderr; stdout is unused.
-func run(ctx context.Context, args []string, _, stderr io.Writer) error {
-	cfg, err := parseConfig(args, stderr)
+// JSON logs go to stderr; stdout gets only what --version prints.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -67,7 +63,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ClientID:        cfg.ClientID,
 		ClientSecret:    cfg.ClientSecret,
 		AgentIdentifier: cfg.AgentIdentifier,
-		Version:         buildVersion(),
+		Version:         version.String(), // reported in the Hello
 		Heartbeat:       cfg.Heartbeat,
 		CAFile:          cfg.CAFile,
 		NodeIP:          cfg.NodeIP,
@@ -122,14 +118,4 @@ func kubeConfig(cfg config) (*rest.Config, error) {
 		return nil, fmt.Errorf("--kubeconfig %s: %w", cfg.Kubeconfig, err)
 	}
 	return rc, nil
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
 }

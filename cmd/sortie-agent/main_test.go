@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sortie-dev/sortie/agent/agenttest"
+	"github.com/sortie-dev/sortie/cmd/internal/version"
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 )
 
@@ -111,7 +112,7 @@ func TestParseConfig(t *testing.T) {
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
-			got, err := parseConfig(tt.args, io.Discard)
+			got, err := parseConfig(tt.args, io.Discard, io.Discard)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("parseConfig error = %v, want one containing %q", err, tt.wantErr)
@@ -130,7 +131,7 @@ func TestParseConfig(t *testing.T) {
 
 func TestHelpNamesEveryFlagAndVariable(t *testing.T) {
 	var out bytes.Buffer
-	_, err := parseConfig([]string{"-h"}, &out)
+	_, err := parseConfig([]string{"-h"}, io.Discard, &out)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("parseConfig(-h) = %v, want flag.ErrHelp", err)
 	}
@@ -191,7 +192,7 @@ current-context: down
 			"--agent-identifier", "edge-1", "--kubeconfig", kubeconfig, "--context", "down", "--health-addr", healthAddr}, io.Discard, stderr)
 	}()
 	s := hub.WaitStream(1, 20*time.Second)
-	if s.Hello.GetAgentIdentifier() != "edge-1" || s.Hello.GetNodeIp() != "192.0.2.10" || s.Hello.GetAgentVersion() == "" {
+	if s.Hello.GetAgentIdentifier() != "edge-1" || s.Hello.GetNodeIp() != "192.0.2.10" || s.Hello.GetAgentVersion() != version.String() {
 		t.Errorf("Hello = %v", s.Hello)
 	}
 

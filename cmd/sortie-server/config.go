@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sortie-dev/sortie/cmd/internal/flagenv"
+	"github.com/sortie-dev/sortie/cmd/internal/version"
 )
 
 // config is sortie-server's configuration, parsed once from flags and SORTIE_* variables.
@@ -43,7 +44,9 @@ type config struct {
 // defaultAudience is the audience Armory clients ask tokens for.
 const defaultAudience = "https://api.cloud.armory.io"
 
-func parseConfig(args []string, stderr io.Writer) (config, error) {
+// parseConfig parses args and the environment; --version prints to stdout and returns
+// version.ErrShown.
+func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("sortie-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c config
@@ -66,12 +69,17 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.PipelineResync, "pipeline-resync", 3*time.Second, "how often every running pipeline is reconciled and unowned ones are looked for")
 	fs.StringVar(&audiences, "audience", defaultAudience, "comma-separated token audiences accepted besides the public URL")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: sortie-server [flags]\n\nRuns the Sortie control plane on one port.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := flagenv.Parse(fs, "SORTIE_", args); err != nil {
+	if err := flagenv.Parse(fs, "SORTIE_", args, "version"); err != nil {
 		return config{}, err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "sortie-server", version.String())
+		return config{}, version.ErrShown
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))

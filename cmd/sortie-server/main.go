@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sortie-dev/sortie/cmd/internal/version"
 	"github.com/sortie-dev/sortie/gateway"
 	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
@@ -48,7 +49,7 @@ func main() {
 // run serves until ctx ends. Human-facing notices (the URL, the bootstrap credential) go to
 // stdout, JSON logs to stderr. listening, if not nil, receives the base URL once serving.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening chan<- string) error {
-	cfg, err := parseConfig(args, stderr)
+	cfg, err := parseConfig(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -132,7 +133,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 	})
 	gw := gateway.New(log, id, agents, reg, gateway.WithPipelines(engine))
 	printListening(stdout, listenURL, baseURL)
-	log.Info("listening", "addr", ln.Addr().String(), "public_url", baseURL, "store", storeKind(cfg), "hub_instance", agents.InstanceID())
+	log.Info("listening", "version", version.String(), "addr", ln.Addr().String(), "public_url", baseURL, "store", storeKind(cfg), "hub_instance", agents.InstanceID())
 	if listening != nil {
 		listening <- baseURL
 	}

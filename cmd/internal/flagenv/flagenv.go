@@ -16,15 +16,22 @@ func EnvName(prefix, name string) string {
 }
 
 // Parse parses args, then fills each flag not set on the command line from its environment
-// variable. It also appends the variable's name to each flag's usage text.
-func Parse(fs *flag.FlagSet, prefix string, args []string) error {
+// variable. It also appends the variable's name to each flag's usage text. The flags named
+// in commandLineOnly (such as --version, which a stray SORTIE_VERSION must not turn on) have
+// no environment variable.
+func Parse(fs *flag.FlagSet, prefix string, args []string, commandLineOnly ...string) error {
+	set := map[string]bool{}
+	for _, name := range commandLineOnly {
+		set[name] = true // skipped below as if given on the command line
+	}
 	fs.VisitAll(func(f *flag.Flag) {
-		f.Usage = fmt.Sprintf("%s (env %s)", f.Usage, EnvName(prefix, f.Name))
+		if !set[f.Name] {
+			f.Usage = fmt.Sprintf("%s (env %s)", f.Usage, EnvName(prefix, f.Name))
+		}
 	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {

@@ -216,3 +216,25 @@ func TestUsageMentionsVariables(t *testing.T) {
 		})
 	}
 }
+
+func TestParseCommandLineOnly(t *testing.T) {
+	// A variable that happens to share a command-line-only flag's name changes nothing and
+	// is not validated; the same flag on the command line still works.
+	t.Setenv(prefix+"VERBOSE", "v1.2.3")
+	var out bytes.Buffer
+	fs, got := newFlagSet(t, &out)
+	if err := flagenv.Parse(fs, prefix, nil, "verbose"); err != nil {
+		t.Fatalf("Parse() error = %v", err)
+	}
+	if got.Verbose {
+		t.Error("verbose was set from the environment, want command line only")
+	}
+	fs.PrintDefaults()
+	if strings.Contains(out.String(), prefix+"VERBOSE") {
+		t.Errorf("usage names %sVERBOSE for a command-line-only flag:\n%s", prefix, out.String())
+	}
+	fs, got = newFlagSet(t, &out)
+	if err := flagenv.Parse(fs, prefix, []string{"--verbose"}, "verbose"); err != nil || !got.Verbose {
+		t.Errorf("Parse(--verbose) = %v, verbose %v; want no error and verbose set", err, got.Verbose)
+	}
+}

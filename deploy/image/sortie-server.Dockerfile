@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# The sortie-server image: the static binary, stamped with its version, on an empty base, running
+# as a numeric non-root user (read-only root filesystems work). deploy/image builds the same
+# image without a Docker daemon; its test keeps the two alike. From the repository root:
+#
+#   docker build -f deploy/image/sortie-server.Dockerfile --build-arg VERSION=v0.1.0 \
+#     --build-arg REVISION=$(git rev-parse HEAD) -t registry.example/sortie-server:v0.1.0 . \
+#     && docker push registry.example/sortie-server:v0.1.0
+#
+# (docker buildx build --platform linux/amd64,linux/arm64 --push ... for both platforms.)
+ARG GO_VERSION=1.26.8
+
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
+ARG TARGETOS TARGETARCH VERSION=dev
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY . .
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -buildvcs=false \
+      -ldflags "-s -w -X github.com/sortie-dev/sortie/cmd/internal/version.stamped=${VERSION}" \
+      -o /out/usr/local/bin/sortie-server ./cmd/sortie-server
+RUN mkdir -p /out/var/lib/sortie
+
+FROM scratch
+ARG VERSION=dev REVISION=
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /out/usr/local/bin/sortie-server /usr/local/bin/sortie-server
+COPY --from=build --chown=65532:65532 --chmod=0700 /out/var/lib/sortie /var/lib/sortie
+ENV PATH=/usr/local/bin
+ENV SORTIE_ADDR=0.0.0.0:8080
+ENV SORTIE_DATA_DIR=/var/lib/sortie
+WORKDIR /var/lib/sortie
+EXPOSE 8080/tcp
+LABEL org.opencontainers.image.title="sortie-server" \
+      org.opencontainers.image.description="Sortie control plane: REST, Connect, OIDC and the Agent Hub on one HTTP/2 port" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="https://github.com/sortie-dev/sortie" \
+      org.opencontainers.image.url="https://github.com/sortie-dev/sortie"
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/sortie-server"]
