@@ -23,7 +23,7 @@ func (h *Hub) forward(ctx context.Context, p *pending) (*hubv1.CommandResult, er
 	case <-ctx.Done():
 		return nil, timedOut(p)
 	}
-	agents, err := h.listPresence(ctx, p.agent.tenant)
+	agents, err := h.lookupPresence(ctx, p.agent)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, timedOut(p)

@@ -18,7 +18,13 @@ const watchInbox = 1024
 // agent identifier when agentIdentifier is not empty, sorted by identifier then ConnectedAt.
 func (h *Hub) Agents(ctx context.Context, t store.Tenant, agentIdentifier string) ([]Agent, error) {
 	local := h.localAgents(t, agentIdentifier)
-	remote, err := h.listPresence(ctx, t)
+	var remote []Agent
+	var err error
+	if agentIdentifier == "" {
+		remote, err = h.listPresence(ctx, t)
+	} else {
+		remote, err = h.lookupPresence(ctx, agentKey{tenant: t, agent: agentIdentifier})
+	}
 	if err != nil {
 		return nil, err
 	}

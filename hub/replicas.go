@@ -92,15 +92,30 @@ func (h *Hub) publishEvent(ctx context.Context, t store.Tenant, ev AgentEvent) {
 	}
 }
 
-// listPresence returns the live agent streams of the tenant on every replica. Records whose
-// TTL ran out (their replica died) are removed, and their disconnection announced, by the
-// one replica that removes each; this replica's own streams count as alive (their refresh
-// may have failed).
+// listPresence returns the live agent streams of the tenant on every replica.
 func (h *Hub) listPresence(ctx context.Context, t store.Tenant) ([]Agent, error) {
 	alive, expired, err := h.presence.List(ctx, t)
 	if err != nil {
 		return nil, sharedError(ctx, "list agents", err)
 	}
+	return h.livePresence(ctx, t, alive, expired), nil
+}
+
+// lookupPresence returns the live streams of one agent on every replica: a read of that
+// agent's records only, whatever the size of its tenant.
+func (h *Hub) lookupPresence(ctx context.Context, k agentKey) ([]Agent, error) {
+	alive, expired, err := h.presence.Lookup(ctx, k.tenant, k.agent)
+	if err != nil {
+		return nil, sharedError(ctx, "look up agent", err)
+	}
+	return h.livePresence(ctx, k.tenant, alive, expired), nil
+}
+
+// livePresence returns the agents of the records read from the shared presence. Records whose
+// TTL ran out (their replica died) are removed, and their disconnection announced, by the
+// one replica that removes each; this replica's own streams count as alive (their refresh
+// may have failed).
+func (h *Hub) livePresence(ctx context.Context, t store.Tenant, alive, expired []*replicationv1.AgentRecord) []Agent {
 	out := make([]Agent, 0, len(alive))
 	for _, r := range alive {
 		out = append(out, agentFrom(r))
@@ -116,7 +131,7 @@ func (h *Hub) listPresence(ctx context.Context, t store.Tenant) ([]Agent, error)
 	if len(dead) > 0 {
 		h.reap(ctx, t, dead)
 	}
-	return out, nil
+	return out
 }
 
 // reap removes the records of streams whose presence expired and announces them.

@@ -30,6 +30,9 @@ type Store interface {
 	Remove(ctx context.Context, s *replicationv1.AgentRecord, now time.Time, expectBack bool) error
 	// List returns the tenant's streams: those alive, and those whose TTL ran out.
 	List(ctx context.Context, t store.Tenant) (alive, expired []*replicationv1.AgentRecord, err error)
+	// Lookup returns the streams of one agent, alive and expired as List does; its cost
+	// depends on that agent's streams, not on the tenant's.
+	Lookup(ctx context.Context, t store.Tenant, agent string) (alive, expired []*replicationv1.AgentRecord, err error)
 	// Reap removes expired streams and returns those this call removed: when replicas reap
 	// the same stream, one of them gets it.
 	Reap(ctx context.Context, t store.Tenant, expired []*replicationv1.AgentRecord) ([]*replicationv1.AgentRecord, error)
@@ -61,7 +64,8 @@ type Memory struct {
 
 type memoryTenant struct {
 	streams map[string]*replicationv1.AgentRecord
-	alive   map[string]time.Time // stream id -> expiry
+	byAgent map[string]map[string]bool // agent identifier -> its stream ids
+	alive   map[string]time.Time       // stream id -> expiry
 	seen    map[string]time.Time // account -> last seen
 	back    map[string]time.Time // account -> expected back until
 }
@@ -74,7 +78,7 @@ func NewMemory(ttl time.Duration) *Memory {
 func (m *Memory) tenantLocked(t store.Tenant) *memoryTenant {
 	mt := m.tenants[t]
 	if mt == nil {
-		mt = &memoryTenant{streams: map[string]*replicationv1.AgentRecord{}, alive: map[string]time.Time{},
+		mt = &memoryTenant{streams: map[string]*replicationv1.AgentRecord{}, byAgent: map[string]map[string]bool{}, alive: map[string]time.Time{},
 			seen: map[string]time.Time{}, back: map[string]time.Time{}}
 		m.tenants[t] = mt
 	}
@@ -84,6 +88,10 @@ func (m *Memory) tenantLocked(t store.Tenant) *memoryTenant {
 func (m *Memory) putLocked(s *replicationv1.AgentRecord, now time.Time) {
 	mt := m.tenantLocked(tenantOf(s))
 	mt.streams[s.StreamId] = cloneRecord(s)
+	if mt.byAgent[s.AgentIdentifier] == nil {
+		mt.byAgent[s.AgentIdentifier] = map[string]bool{}
+	}
+	mt.byAgent[s.AgentIdentifier][s.StreamId] = true
 	mt.alive[s.StreamId] = time.Now().Add(m.ttl)
 	mt.seen[s.AgentIdentifier] = now
 }
@@ -112,8 +120,7 @@ func (m *Memory) Remove(_ context.Context, s *replicationv1.AgentRecord, now tim
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mt := m.tenantLocked(tenantOf(s))
-	delete(mt.streams, s.StreamId)
-	delete(mt.alive, s.StreamId)
+	mt.deleteLocked(s.StreamId)
 	mt.seen[s.AgentIdentifier] = now
 	if expectBack {
 		mt.back[s.AgentIdentifier] = time.Now().Add(m.ttl)
@@ -140,6 +147,39 @@ func (m *Memory) List(_ context.Context, t store.Tenant) (alive, expired []*repl
 	return alive, expired, nil
 }
 
+// deleteLocked removes a stream's record and its place in the agent's index.
+func (mt *memoryTenant) deleteLocked(id string) {
+	if s, ok := mt.streams[id]; ok {
+		ids := mt.byAgent[s.AgentIdentifier]
+		delete(ids, id)
+		if len(ids) == 0 {
+			delete(mt.byAgent, s.AgentIdentifier)
+		}
+	}
+	delete(mt.streams, id)
+	delete(mt.alive, id)
+}
+
+// Lookup implements Store.
+func (m *Memory) Lookup(_ context.Context, t store.Tenant, agent string) (alive, expired []*replicationv1.AgentRecord, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mt := m.tenants[t]
+	if mt == nil {
+		return nil, nil, nil
+	}
+	now := time.Now()
+	for id := range mt.byAgent[agent] {
+		s := mt.streams[id]
+		if until, ok := mt.alive[id]; ok && now.Before(until) {
+			alive = append(alive, cloneRecord(s))
+		} else {
+			expired = append(expired, cloneRecord(s))
+		}
+	}
+	return alive, expired, nil
+}
+
 // Reap implements Store.
 func (m *Memory) Reap(_ context.Context, t store.Tenant, expired []*replicationv1.AgentRecord) ([]*replicationv1.AgentRecord, error) {
 	m.mu.Lock()
@@ -151,8 +191,7 @@ func (m *Memory) Reap(_ context.Context, t store.Tenant, expired []*replicationv
 	var out []*replicationv1.AgentRecord
 	for _, s := range expired {
 		if _, ok := mt.streams[s.StreamId]; ok {
-			delete(mt.streams, s.StreamId)
-			delete(mt.alive, s.StreamId)
+			mt.deleteLocked(s.StreamId)
 			out = append(out, s)
 		}
 	}

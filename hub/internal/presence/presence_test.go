@@ -199,6 +199,55 @@ func runConformance(t *testing.T, newBackend func(t *testing.T) backend) {
 		}
 	})
 
+	t.Run("lookup by agent", func(t *testing.T) {
+		t.Parallel()
+		be := newBackend(t)
+		a, b := be.store(t, time.Minute), be.store(t, time.Minute)
+		s1 := stream(tenantA, "edge", "s1", "hub-a")
+		for _, r := range []*replicationv1.AgentRecord{s1, stream(tenantA, "edge", "s2", "hub-b"),
+			stream(tenantA, "other", "s3", "hub-a"), stream(tenantB, "edge", "s4", "hub-a")} {
+			if err := a.Add(ctx, r, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+		look := func(tenant store.Tenant, agent string) (alive, expired []string) {
+			t.Helper()
+			al, ex, err := b.Lookup(ctx, tenant, agent)
+			if err != nil {
+				t.Fatalf("Lookup(%v, %s): %v", tenant, agent, err)
+			}
+			for _, r := range append(al, ex...) {
+				if r.StreamId == "s1" {
+					if diff := cmp.Diff(s1, r, protocmp.Transform()); diff != "" {
+						t.Errorf("record (-want +got):\n%s", diff)
+					}
+				}
+			}
+			return ids(al), ids(ex)
+		}
+		for _, c := range []struct {
+			tenant store.Tenant
+			agent  string
+			want   []string
+		}{
+			{tenantA, "edge", []string{"s1", "s2"}},
+			{tenantA, "other", []string{"s3"}},
+			{tenantB, "edge", []string{"s4"}},
+			{tenantA, "nobody", []string{}},
+			{store.Tenant{OrgID: "org", EnvID: "none"}, "edge", []string{}},
+		} {
+			if alive, expired := look(c.tenant, c.agent); !slices.Equal(alive, c.want) || len(expired) != 0 {
+				t.Errorf("Lookup(%v, %s) = %v, %v; want %v alive", c.tenant, c.agent, alive, expired, c.want)
+			}
+		}
+		if err := a.Remove(ctx, s1, at, false); err != nil {
+			t.Fatal(err)
+		}
+		if alive, _ := look(tenantA, "edge"); !slices.Equal(alive, []string{"s2"}) {
+			t.Errorf("Lookup after Remove = %v, want [s2]", alive)
+		}
+	})
+
 	t.Run("expiry, refresh and reap", func(t *testing.T) {
 		t.Parallel()
 		be := newBackend(t)
@@ -219,6 +268,9 @@ func runConformance(t *testing.T, newBackend func(t *testing.T) backend) {
 			if slices.Equal(expired, []string{"dead"}) {
 				if !slices.Equal(alive, []string{"kept"}) {
 					t.Fatalf("alive = %v, want kept", alive)
+				}
+				if la, le, err := b.Lookup(ctx, tenantA, "edge"); err != nil || !slices.Equal(ids(la), []string{"kept"}) || !slices.Equal(ids(le), []string{"dead"}) {
+					t.Fatalf("Lookup = %v, %v, %v; want kept alive and dead expired", ids(la), ids(le), err)
 				}
 				break
 			}
@@ -248,6 +300,9 @@ func runConformance(t *testing.T, newBackend func(t *testing.T) backend) {
 		}
 		if _, expired := list(t, b, tenantA); len(expired) != 0 {
 			t.Errorf("still listed after the reap: %v", expired)
+		}
+		if _, expired, _ := b.Lookup(ctx, tenantA, "edge"); len(expired) != 0 {
+			t.Errorf("still looked up after the reap: %v", ids(expired))
 		}
 	})
 
@@ -337,6 +392,7 @@ func runConformance(t *testing.T, newBackend func(t *testing.T) backend) {
 			"Refresh":      func() error { return s.Refresh(ctx, []*replicationv1.AgentRecord{r}, at) },
 			"Remove":       func() error { return s.Remove(ctx, r, at, false) },
 			"List":         func() error { _, _, err := s.List(ctx, tenantA); return err },
+			"Lookup":       func() error { _, _, err := s.Lookup(ctx, tenantA, "edge"); return err },
 			"Accounts":     func() error { _, err := s.Accounts(ctx, tenantA); return err },
 			"LastSeen":     func() error { _, err := s.LastSeen(ctx, tenantA, "edge"); return err },
 			"ExpectedBack": func() error { _, err := s.ExpectedBack(ctx, tenantA, "edge"); return err },

@@ -19,6 +19,7 @@ import (
 // {t:<org>/<env>}:
 //
 //	sortie:{t:<org>/<env>}:hub:streams                hash stream id -> AgentRecord (protobuf)
+//	sortie:{t:<org>/<env>}:hub:agent-streams:<agent>  set of the agent's stream ids in streams
 //	sortie:{t:<org>/<env>}:hub:alive:<stream id>      "1" with the TTL
 //	sortie:{t:<org>/<env>}:hub:accounts               hash agent identifier -> last seen (unix ms)
 //	sortie:{t:<org>/<env>}:hub:reconnecting:<agent>   marker with the TTL: the agent is expected back
@@ -41,6 +42,9 @@ func tenantPrefix(t store.Tenant) string {
 func keyStreams(t store.Tenant) string          { return tenantPrefix(t) + "streams" }
 func keyAlive(t store.Tenant, id string) string { return tenantPrefix(t) + "alive:" + id }
 func keyAccounts(t store.Tenant) string         { return tenantPrefix(t) + "accounts" }
+func keyAgentStreams(t store.Tenant, agent string) string {
+	return tenantPrefix(t) + "agent-streams:" + agent
+}
 func keyReconnecting(t store.Tenant, account string) string {
 	return tenantPrefix(t) + "reconnecting:" + account
 }
@@ -79,6 +83,7 @@ func (s *Redis) put(ctx context.Context, p redis.Pipeliner, rec *replicationv1.A
 	}
 	t := tenantOf(rec)
 	p.HSet(ctx, keyStreams(t), rec.StreamId, b)
+	p.SAdd(ctx, keyAgentStreams(t, rec.AgentIdentifier), rec.StreamId)
 	p.Set(ctx, keyAlive(t, rec.StreamId), "1", s.ttl)
 	p.HSet(ctx, keyAccounts(t), rec.AgentIdentifier, ms(now))
 	return nil
@@ -123,6 +128,7 @@ func (s *Redis) Remove(ctx context.Context, rec *replicationv1.AgentRecord, now 
 	t := tenantOf(rec)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HDel(ctx, keyStreams(t), rec.StreamId)
+		p.SRem(ctx, keyAgentStreams(t, rec.AgentIdentifier), rec.StreamId)
 		p.Del(ctx, keyAlive(t, rec.StreamId))
 		p.HSet(ctx, keyAccounts(t), rec.AgentIdentifier, ms(now))
 		if expectBack {
@@ -169,14 +175,55 @@ func (s *Redis) List(ctx context.Context, t store.Tenant) (alive, expired []*rep
 	return alive, expired, nil
 }
 
+// lookupScript returns the records of one agent's streams, each followed by 1 if its alive
+// key exists and 0 if not, in one round trip. KEYS[1] is the agent's stream-id set, KEYS[2]
+// the tenant's streams hash; ARGV[1] is the alive keys' prefix, which shares their hash tag,
+// so every key it reads lives in one Redis Cluster slot.
+var lookupScript = redis.NewScript(`
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local rec = redis.call('HGET', KEYS[2], id)
+  if rec then
+    out[#out + 1] = rec
+    out[#out + 1] = redis.call('EXISTS', ARGV[1] .. id)
+  end
+end
+return out
+`)
+
+// Lookup implements Store: one script reads the agent's stream-id set, their records and
+// alive keys. Unreadable records are skipped.
+func (s *Redis) Lookup(ctx context.Context, t store.Tenant, agent string) (alive, expired []*replicationv1.AgentRecord, err error) {
+	res, err := lookupScript.Run(ctx, s.rdb, []string{keyAgentStreams(t, agent), keyStreams(t)}, keyAlive(t, "")).Slice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, unavailable(ctx, "look up agent streams", err)
+	}
+	for i := 0; i+1 < len(res); i += 2 {
+		b, _ := res[i].(string)
+		live, _ := res[i+1].(int64)
+		rec := &replicationv1.AgentRecord{}
+		if err := proto.Unmarshal([]byte(b), rec); err != nil || rec.StreamId == "" || rec.AgentIdentifier != agent {
+			continue
+		}
+		if live == 1 {
+			alive = append(alive, rec)
+		} else {
+			expired = append(expired, rec)
+		}
+	}
+	return alive, expired, nil
+}
+
 // Reap implements Store: HDEL decides which replica removed each record.
 func (s *Redis) Reap(ctx context.Context, t store.Tenant, expired []*replicationv1.AgentRecord) ([]*replicationv1.AgentRecord, error) {
 	if len(expired) == 0 {
 		return nil, nil
 	}
-	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, rec := range expired {
-			p.HDel(ctx, keyStreams(t), rec.StreamId)
+	dels := make([]*redis.IntCmd, len(expired))
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for i, rec := range expired {
+			dels[i] = p.HDel(ctx, keyStreams(t), rec.StreamId)
+			p.SRem(ctx, keyAgentStreams(t, rec.AgentIdentifier), rec.StreamId)
 		}
 		return nil
 	})
@@ -184,8 +231,8 @@ func (s *Redis) Reap(ctx context.Context, t store.Tenant, expired []*replication
 		return nil, unavailable(ctx, "remove expired agent streams", err)
 	}
 	var out []*replicationv1.AgentRecord
-	for i, c := range cmds {
-		if n, _ := c.(*redis.IntCmd).Result(); n == 1 {
+	for i, c := range dels {
+		if n, _ := c.Result(); n == 1 {
 			out = append(out, expired[i])
 		}
 	}
