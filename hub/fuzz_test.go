@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
+	"github.com/sortie-dev/sortie/hub/internal/inventory"
 )
 
 // offlineStream registers a stream that has no connection, for feeding messages straight to
@@ -69,7 +70,7 @@ func FuzzAgentMessage(f *testing.F) {
 		if s.key.agent != "fuzz" {
 			t.Fatalf("the stream's agent changed to %q", s.key.agent)
 		}
-		cached, _ := h.shared.List(context.Background(), s.key.inventoryKey())
+		cached, _ := h.shared.List(context.Background(), s.key.inventoryKey(), inventory.Filter{})
 		for _, r := range cached {
 			if isSecret(r) {
 				t.Fatalf("a Secret was cached: %v", r.Ref)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
+	"github.com/sortie-dev/sortie/hub/internal/inventory"
 	"github.com/sortie-dev/sortie/store"
 )
 
@@ -154,9 +155,9 @@ func (h *Hub) applyChange(s *stream, upserts map[string]*hubv1.Resource, deletio
 	if len(upserts) == 0 && len(deletions) == 0 {
 		return
 	}
-	keys := make([]string, len(deletions))
-	for i, ref := range deletions {
-		keys[i] = objectKey(ref)
+	keys := make(map[string]*hubv1.ObjectReference, len(deletions))
+	for _, ref := range deletions {
+		keys[objectKey(ref)] = ref
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 	defer cancel()
@@ -174,12 +175,13 @@ func (h *Hub) applyChange(s *stream, upserts map[string]*hubv1.Resource, deletio
 	h.changed(s.key, false, upserted, deleted)
 }
 
-// inventory returns the cached objects of an account.
-func (h *Hub) inventory(ctx context.Context, k agentKey) ([]*hubv1.Resource, error) {
+// inventory returns the cached objects of an account f selects: with Redis, only those are
+// read.
+func (h *Hub) inventory(ctx context.Context, k agentKey, f inventory.Filter) ([]*hubv1.Resource, error) {
 	if err := h.checkAccount(ctx, k); err != nil {
 		return nil, err
 	}
-	objects, err := h.shared.List(ctx, k.inventoryKey())
+	objects, err := h.shared.List(ctx, k.inventoryKey(), f)
 	if err != nil {
 		return nil, sharedError(ctx, "read inventory", err)
 	}
@@ -187,41 +189,38 @@ func (h *Hub) inventory(ctx context.Context, k agentKey) ([]*hubv1.Resource, err
 }
 
 // Namespaces lists the namespaces of an account from the inventory cache: the Namespace
-// objects and the namespaces of namespaced objects, sorted.
+// objects and the namespaces of namespaced objects, sorted. It reads the Namespace objects
+// and the inventory's index of namespaces, not every object.
 func (h *Hub) Namespaces(ctx context.Context, t store.Tenant, account string) ([]string, error) {
-	objects, err := h.inventory(ctx, agentKey{tenant: t, agent: account})
+	k := agentKey{tenant: t, agent: account}
+	objects, err := h.inventory(ctx, k, inventory.Filter{Kind: "Namespace"})
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
+	names, err := h.shared.Namespaces(ctx, k.inventoryKey())
+	if err != nil {
+		return nil, sharedError(ctx, "read inventory", err)
+	}
 	for _, r := range objects {
-		if r.Ref.Kind == "Namespace" && r.Ref.ApiVersion == "v1" {
-			seen[r.Ref.Name] = true
-		}
-		if r.Ref.Namespace != "" {
-			seen[r.Ref.Namespace] = true
+		if r.Ref.Kind == "Namespace" && r.Ref.ApiVersion == "v1" && !slices.Contains(names, r.Ref.Name) {
+			names = append(names, r.Ref.Name)
 		}
 	}
-	out := make([]string, 0, len(seen))
-	for ns := range seen {
-		out = append(out, ns)
-	}
-	slices.Sort(out)
-	return out, nil
+	slices.Sort(names)
+	return names, nil
 }
 
 // Resources lists an account's cached objects of one kind ("" = any) in one namespace ("" =
-// any), sorted by kind, namespace and name. The results are copies.
+// any), sorted by kind, namespace and name: with Redis, only the objects of that kind or
+// namespace are read. The results are copies.
 func (h *Hub) Resources(ctx context.Context, t store.Tenant, account, kind, namespace string) ([]*hubv1.Resource, error) {
-	objects, err := h.inventory(ctx, agentKey{tenant: t, agent: account})
+	objects, err := h.inventory(ctx, agentKey{tenant: t, agent: account}, inventory.Filter{Kind: kind, Namespace: namespace})
 	if err != nil {
 		return nil, err
 	}
-	var out []*hubv1.Resource
+	out := make([]*hubv1.Resource, 0, len(objects))
 	for _, r := range objects {
-		if (kind == "" || strings.EqualFold(r.Ref.Kind, kind)) && (namespace == "" || r.Ref.Namespace == namespace) {
-			out = append(out, proto.CloneOf(r))
-		}
+		out = append(out, proto.CloneOf(r))
 	}
 	slices.SortFunc(out, func(a, b *hubv1.Resource) int {
 		return cmp.Or(cmp.Compare(a.Ref.Kind, b.Ref.Kind), cmp.Compare(a.Ref.Namespace, b.Ref.Namespace),

@@ -147,7 +147,7 @@ func TestInventory(t *testing.T) {
 		t.Errorf("Resources after the grace period: %v, want ErrUnknownAccount", err)
 	}
 	h.sweep()
-	if got, _ := h.shared.List(context.Background(), inventory.Key{Tenant: tenantA, Account: "inv"}); len(got) != 0 {
+	if got, _ := h.shared.List(context.Background(), inventory.Key{Tenant: tenantA, Account: "inv"}, inventory.Filter{}); len(got) != 0 {
 		t.Errorf("inventory still held in memory after the sweep: %v", names(got))
 	}
 }

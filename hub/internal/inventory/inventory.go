@@ -9,6 +9,8 @@ package inventory
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
@@ -21,14 +23,30 @@ type Key struct {
 	Account string
 }
 
+// Filter selects objects by kind (matched without regard to case) and namespace; an empty
+// field matches any.
+type Filter struct {
+	Kind      string
+	Namespace string
+}
+
+func (f Filter) match(ref *hubv1.ObjectReference) bool {
+	return (f.Kind == "" || strings.EqualFold(ref.GetKind(), f.Kind)) && (f.Namespace == "" || ref.GetNamespace() == f.Namespace)
+}
+
 // Store is a shared inventory.
 type Store interface {
 	// Replace sets the whole inventory of k.
 	Replace(ctx context.Context, k Key, objects map[string]*hubv1.Resource) error
-	// Apply adds or replaces upserts and removes deletions (keys) in k's inventory.
-	Apply(ctx context.Context, k Key, upserts map[string]*hubv1.Resource, deletions []string) error
-	// List returns every object of k's inventory, in no order.
-	List(ctx context.Context, k Key) ([]*hubv1.Resource, error)
+	// Apply adds or replaces upserts and removes deletions (key -> reference) in k's
+	// inventory.
+	Apply(ctx context.Context, k Key, upserts map[string]*hubv1.Resource, deletions map[string]*hubv1.ObjectReference) error
+	// List returns the objects of k's inventory f selects, in no order. Its cost follows
+	// what it returns, not the size of the inventory.
+	List(ctx context.Context, k Key, f Filter) ([]*hubv1.Resource, error)
+	// Namespaces returns the namespaces of k's namespaced objects, sorted; its cost follows
+	// the number of namespaces.
+	Namespaces(ctx context.Context, k Key) ([]string, error)
 	// Get returns one object of k's inventory, or nil when it has none of that key.
 	Get(ctx context.Context, k Key, key string) (*hubv1.Resource, error)
 	// Keep says the inventories of keys are still wanted (their agents are connected) and
@@ -63,13 +81,27 @@ func (s *Memory) Replace(_ context.Context, k Key, objects map[string]*hubv1.Res
 }
 
 // Apply implements Store.
-func (s *Memory) Apply(_ context.Context, k Key, upserts map[string]*hubv1.Resource, deletions []string) error {
+func (s *Memory) Apply(_ context.Context, k Key, upserts map[string]*hubv1.Resource, deletions map[string]*hubv1.ObjectReference) error {
 	s.m.apply(k, upserts, deletions)
 	return nil
 }
 
-// List implements Store.
-func (s *Memory) List(_ context.Context, k Key) ([]*hubv1.Resource, error) { return s.m.list(k), nil }
+// List implements Store: a scan of the inventory in memory.
+func (s *Memory) List(_ context.Context, k Key, f Filter) ([]*hubv1.Resource, error) {
+	return s.m.list(k, f), nil
+}
+
+// Namespaces implements Store: a scan of the inventory in memory.
+func (s *Memory) Namespaces(_ context.Context, k Key) ([]string, error) {
+	var out []string
+	for _, r := range s.m.list(k, Filter{}) {
+		if ns := r.GetRef().GetNamespace(); ns != "" && !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
 
 // Get implements Store.
 func (s *Memory) Get(_ context.Context, k Key, key string) (*hubv1.Resource, error) {

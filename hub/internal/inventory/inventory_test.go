@@ -109,9 +109,18 @@ func objs(rs ...*hubv1.Resource) map[string]*hubv1.Resource {
 	return out
 }
 
+// refs is the deletions of rs, as objs names them.
+func refs(rs ...*hubv1.Resource) map[string]*hubv1.ObjectReference {
+	out := map[string]*hubv1.ObjectReference{}
+	for k, r := range objs(rs...) {
+		out[k] = r.Ref
+	}
+	return out
+}
+
 func listed(t *testing.T, s Store, k Key) []string {
 	t.Helper()
-	rs, err := s.List(context.Background(), k)
+	rs, err := s.List(context.Background(), k, Filter{})
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
@@ -154,7 +163,7 @@ func runConformance(t *testing.T, newBackend func(t *testing.T) backend) {
 		if diff := cmp.Diff(obj("Service", "api", "1"), got, protocmp.Transform()); diff != "" {
 			t.Errorf("Get (-want +got):\n%s", diff)
 		}
-		if err := writer.Apply(ctx, edgeA, objs(obj("Service", "api", "2"), obj("Deployment", "api", "1")), []string{"ConfigMap/cfg", "Nothing/here"}); err != nil {
+		if err := writer.Apply(ctx, edgeA, objs(obj("Service", "api", "2"), obj("Deployment", "api", "1")), refs(obj("ConfigMap", "cfg", "1"), obj("Nothing", "here", "1"))); err != nil {
 			t.Fatalf("Apply: %v", err)
 		}
 		expectListed(t, reader, edgeA, "Deployment/api@1", "Service/api@2")
@@ -168,6 +177,87 @@ func runConformance(t *testing.T, newBackend func(t *testing.T) backend) {
 			t.Fatal(err)
 		}
 		expectListed(t, reader, other, "Service/x@1")
+	})
+
+	t.Run("reads by kind and namespace", func(t *testing.T) {
+		t.Parallel()
+		be := newBackend(t)
+		writer, reader := be.store(t), be.store(t)
+		at := func(ns, kind, name string) *hubv1.Resource {
+			r := obj(kind, name, "1")
+			r.Ref.Namespace = ns
+			return r
+		}
+		all := []*hubv1.Resource{at("web", "Service", "api"), at("web", "Deployment", "api"), at("db", "Service", "pg"),
+			at("", "Namespace", "web"), at("", "Namespace", "db"), at("webapp", "Service", "x"), at("web", "ServiceAccount", "sa")}
+		byKey := map[string]*hubv1.Resource{}
+		for _, r := range all {
+			byKey[r.Ref.Namespace+"/"+r.Ref.Kind+"/"+r.Ref.Name] = r
+		}
+		if err := writer.Replace(ctx, edgeA, byKey); err != nil {
+			t.Fatal(err)
+		}
+		// Another inventory of the tenant must never show through.
+		if err := writer.Replace(ctx, other, map[string]*hubv1.Resource{"web/Service/other": at("web", "Service", "other")}); err != nil {
+			t.Fatal(err)
+		}
+		selected := func(f Filter) []string {
+			t.Helper()
+			rs, err := reader.List(ctx, edgeA, f)
+			if err != nil {
+				t.Fatalf("List(%+v): %v", f, err)
+			}
+			out := []string{}
+			for _, r := range rs {
+				out = append(out, r.Ref.Namespace+"/"+r.Ref.Kind+"/"+r.Ref.Name)
+			}
+			slices.Sort(out)
+			return out
+		}
+		for _, c := range []struct {
+			f    Filter
+			want []string
+		}{
+			{Filter{Kind: "Service"}, []string{"db/Service/pg", "web/Service/api", "webapp/Service/x"}},
+			{Filter{Kind: "service", Namespace: "web"}, []string{"web/Service/api"}},
+			{Filter{Namespace: "web"}, []string{"web/Deployment/api", "web/Service/api", "web/ServiceAccount/sa"}},
+			{Filter{Kind: "Namespace"}, []string{"/Namespace/db", "/Namespace/web"}},
+			{Filter{Kind: "ConfigMap"}, []string{}},
+			{Filter{Namespace: "we"}, []string{}},
+			{Filter{Kind: "Service", Namespace: "none"}, []string{}},
+		} {
+			if diff := cmp.Diff(c.want, selected(c.f)); diff != "" {
+				t.Errorf("List(%+v) (-want +got):\n%s", c.f, diff)
+			}
+		}
+		if ns, err := reader.Namespaces(ctx, edgeA); err != nil || !slices.Equal(ns, []string{"db", "web", "webapp"}) {
+			t.Errorf("Namespaces = %v, %v; want [db web webapp]", ns, err)
+		}
+		// Changes move the index with the objects.
+		moved := at("web", "Service", "api")
+		moved.ResourceVersion = "2"
+		if err := writer.Apply(ctx, edgeA, map[string]*hubv1.Resource{"web/Service/api": moved, "web/Service/new": at("web", "Service", "new")},
+			map[string]*hubv1.ObjectReference{"db/Service/pg": at("db", "Service", "pg").Ref}); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"web/Service/api", "web/Service/new", "webapp/Service/x"}, selected(Filter{Kind: "Service"})); diff != "" {
+			t.Errorf("List of Services after Apply (-want +got):\n%s", diff)
+		}
+		if rs, _ := reader.List(ctx, edgeA, Filter{Kind: "Service", Namespace: "web"}); len(rs) != 2 || !slices.ContainsFunc(rs, func(r *hubv1.Resource) bool { return r.ResourceVersion == "2" }) {
+			t.Errorf("List after Apply = %v; want api at version 2 and new", rs)
+		}
+		if ns, _ := reader.Namespaces(ctx, edgeA); !slices.Equal(ns, []string{"web", "webapp"}) {
+			t.Errorf("Namespaces after the last object of db left = %v", ns)
+		}
+		if err := writer.Replace(ctx, edgeA, map[string]*hubv1.Resource{"db/Service/pg": at("db", "Service", "pg")}); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"db/Service/pg"}, selected(Filter{Kind: "Service"})); diff != "" {
+			t.Errorf("List after a Replace (-want +got):\n%s", diff)
+		}
+		if ns, _ := reader.Namespaces(ctx, edgeA); !slices.Equal(ns, []string{"db"}) {
+			t.Errorf("Namespaces after a Replace = %v", ns)
+		}
 	})
 
 	t.Run("tenants and accounts apart", func(t *testing.T) {
@@ -269,7 +359,9 @@ func runConformance(t *testing.T, newBackend func(t *testing.T) backend) {
 		for name, call := range map[string]func() error{
 			"Replace": func() error { return s.Replace(ctx, edgeA, objs(obj("Service", "a", "1"))) },
 			"Apply":   func() error { return s.Apply(ctx, edgeA, objs(obj("Service", "a", "1")), nil) },
-			"List":    func() error { _, err := s.List(ctx, edgeA); return err },
+			"List":    func() error { _, err := s.List(ctx, edgeA, Filter{}); return err },
+			"Select":  func() error { _, err := s.List(ctx, edgeA, Filter{Kind: "Service"}); return err },
+			"Names":   func() error { _, err := s.Namespaces(ctx, edgeA); return err },
 			"Get":     func() error { _, err := s.Get(ctx, edgeA, "Service/a"); return err },
 			"Keep":    func() error { _, err := s.Keep(ctx, []Key{edgeA}); return err },
 		} {

@@ -28,7 +28,7 @@ func (o *objects) replace(k Key, objects map[string]*hubv1.Resource) {
 	o.byKey[k] = cp
 }
 
-func (o *objects) apply(k Key, upserts map[string]*hubv1.Resource, deletions []string) {
+func (o *objects) apply(k Key, upserts map[string]*hubv1.Resource, deletions map[string]*hubv1.ObjectReference) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	m := o.byKey[k]
@@ -39,17 +39,19 @@ func (o *objects) apply(k Key, upserts map[string]*hubv1.Resource, deletions []s
 	for key, r := range upserts {
 		m[key] = r
 	}
-	for _, key := range deletions {
+	for key := range deletions {
 		delete(m, key)
 	}
 }
 
-func (o *objects) list(k Key) []*hubv1.Resource {
+func (o *objects) list(k Key, f Filter) []*hubv1.Resource {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
-	out := make([]*hubv1.Resource, 0, len(o.byKey[k]))
+	var out []*hubv1.Resource
 	for _, r := range o.byKey[k] {
-		out = append(out, r)
+		if f.match(r.GetRef()) {
+			out = append(out, r)
+		}
 	}
 	return out
 }

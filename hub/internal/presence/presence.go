@@ -66,8 +66,8 @@ type memoryTenant struct {
 	streams map[string]*replicationv1.AgentRecord
 	byAgent map[string]map[string]bool // agent identifier -> its stream ids
 	alive   map[string]time.Time       // stream id -> expiry
-	seen    map[string]time.Time // account -> last seen
-	back    map[string]time.Time // account -> expected back until
+	seen    map[string]time.Time       // account -> last seen
+	back    map[string]time.Time       // account -> expected back until
 }
 
 // NewMemory returns an empty presence whose records live ttl.
