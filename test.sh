@@ -106,6 +106,8 @@ step "benchmarks (one short pass so they keep working; see README for real runs)
 go test -run '^$' -bench . -benchtime 200x $(go list ./... | grep -v /e2e/)
 go run ./cmd/sortie-bench pipelines -pipelines 50 -json "$before/pipelines.json"
 go test -run '^$' -bench Latency -benchtime 3x ./e2e/pipelines
+go run ./cmd/sortie-bench commands -sizes 10,100 -requests 100 -json "$before/commands.json"
+go test -run '^$' -bench Inventory -benchtime 1x ./e2e/inventory -args -objects 1000 -reads 20
 
 echo
 echo "all test tiers passed"

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
 
+	replicationv1 "github.com/sortie-dev/sortie/gen/sortie/hub/replication/v1"
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/hub/internal/bus"
 	"github.com/sortie-dev/sortie/hub/internal/inventory"
@@ -265,7 +268,8 @@ func TestReplicasInMemory(t *testing.T) {
 	clock := newFakeClock()
 	iss := newIssuer(t, time.Hour)
 	cfg := replicaConfig(clock)
-	b, p, i := bus.NewMemory(), presence.NewMemory(3*cfg.HeartbeatInterval), inventory.NewMemory()
+	p := &countingPresence{Store: presence.NewMemory(3 * cfg.HeartbeatInterval)}
+	b, i := bus.NewMemory(), &recordingInventory{Store: inventory.NewMemory()}
 	a := startHub(t, iss, cfg, serverOptions{opts: []Option{withShared(b, p, i)}})
 	bh := startHub(t, iss, cfg, serverOptions{opts: []Option{withShared(b, p, i)}})
 	ctx := context.Background()
@@ -273,9 +277,17 @@ func TestReplicasInMemory(t *testing.T) {
 	defer sub.Close()
 
 	edge := connectAgent(t, bh, iss, tenantA, "edge", succeed)
+	lists, lookups := p.lists.Load(), p.lookups.Load()
 	result, err := a.hub.Send(ctx, tenantA, "edge", &hubv1.Command{Id: "crossing", Action: listNamespaces().Action})
 	if err != nil || result.CommandId != "crossing" {
 		t.Fatalf("Send on A to an agent on B = %v, %v", result, err)
+	}
+	// A forwarded command looks up its agent's streams, never the tenant's.
+	if n := p.lists.Load() - lists; n != 0 {
+		t.Errorf("forwarding listed the tenant's presence %d times, want none", n)
+	}
+	if p.lookups.Load() == lookups {
+		t.Error("forwarding never looked up the agent's streams")
 	}
 	if n := bh.metric(t, "sortie_hub_forwarded_commands_total", "direction", "received"); n != 1 {
 		t.Errorf("B received %v forwarded commands, want 1", n)
@@ -288,4 +300,48 @@ func TestReplicasInMemory(t *testing.T) {
 	if got := agentsOf(t, a.hub, tenantA, ""); len(got) != 1 || got[0].HubInstanceUUID != bh.hub.InstanceID() {
 		t.Errorf("Agents on A = %+v, want edge on B", got)
 	}
+	// A read of one kind in one namespace asks the shared inventory for exactly that.
+	got, err := a.hub.Resources(ctx, tenantA, "edge", "deployment", "web")
+	if err != nil || len(got) != 1 || got[0].Ref.Name != "api" {
+		t.Fatalf("Resources on A = %v, %v", got, err)
+	}
+	if f := i.lastFilter(); f != (inventory.Filter{Kind: "deployment", Namespace: "web"}) {
+		t.Errorf("Resources read the inventory with filter %+v, want kind deployment in web", f)
+	}
+}
+
+// countingPresence counts the reads of the tenant's whole presence and of one agent's.
+type countingPresence struct {
+	presence.Store
+	lists, lookups atomic.Int64
+}
+
+func (c *countingPresence) List(ctx context.Context, t store.Tenant) (alive, expired []*replicationv1.AgentRecord, err error) {
+	c.lists.Add(1)
+	return c.Store.List(ctx, t)
+}
+
+func (c *countingPresence) Lookup(ctx context.Context, t store.Tenant, agent string) (alive, expired []*replicationv1.AgentRecord, err error) {
+	c.lookups.Add(1)
+	return c.Store.Lookup(ctx, t, agent)
+}
+
+// recordingInventory records the filter of the last List.
+type recordingInventory struct {
+	inventory.Store
+	mu   sync.Mutex // guards last
+	last inventory.Filter
+}
+
+func (r *recordingInventory) List(ctx context.Context, k inventory.Key, f inventory.Filter) ([]*hubv1.Resource, error) {
+	r.mu.Lock()
+	r.last = f
+	r.mu.Unlock()
+	return r.Store.List(ctx, k, f)
+}
+
+func (r *recordingInventory) lastFilter() inventory.Filter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
 }
