@@ -233,11 +233,14 @@ type snapshotRun struct {
 	rdb     *redis.Client
 	srv     *sortie.Server
 	seconds float64 // from the agent's start until every object was readable
-	// Memory after the snapshot minus before the agent connected.
-	heapBytes, redisBytes float64
-	// inventoryKeyBytes is what Redis reports for the inventory's keys (MEMORY USAGE).
-	inventoryKeyBytes float64
-	cached            int // objects the whole inventory holds (the population and the cluster's own)
+	// Memory after the snapshot minus before the agent connected: the server's heap in use
+	// (with garbage not yet collected), its live heap after a GC that followed the snapshot,
+	// and Redis's used_memory.
+	heapBytes, liveBytes, redisBytes float64
+	// objectsKeyBytes and indexKeyBytes are what Redis reports (MEMORY USAGE) for the
+	// inventory's objects hash and its index.
+	objectsKeyBytes, indexKeyBytes float64
+	cached                         int // objects the whole inventory holds (the population and the cluster's own)
 }
 
 // snapshot starts Redis, a server and an agent of account, and waits until every object of
@@ -257,7 +260,7 @@ func snapshot(t testing.TB, pop *population, account string) *snapshotRun {
 	admin := sortie.Token(t, run.srv.URL, adminID, adminSecret)
 	id, secret := sortie.AgentCredential(t, run.srv.URL, admin, "agent-"+account)
 	run.hub = &hubClient{url: run.srv.URL, token: admin, account: account}
-	heap0 := heapInuse(t, run.srv.URL)
+	m0 := serverMetrics(t, run.srv.URL)
 	redis0 := usedMemory(t, run.rdb)
 
 	start := time.Now()
@@ -296,14 +299,33 @@ func snapshot(t testing.TB, pop *population, account string) *snapshotRun {
 	if run.cached < pop.objects {
 		t.Fatalf("the whole inventory holds %d objects, fewer than the %d created", run.cached, pop.objects)
 	}
-	run.heapBytes = heapInuse(t, run.srv.URL) - heap0
+	mDone := serverMetrics(t, run.srv.URL)
+	run.heapBytes = mDone["go_memstats_heap_inuse_bytes"] - m0["go_memstats_heap_inuse_bytes"]
+	// Small reads allocate (and hold almost nothing) until the GC ran twice after the
+	// snapshot: buffers pooled during it survive the first GC in sync.Pool's victim cache,
+	// and a large read in flight would count as live.
+	var m1 map[string]float64
+	sortie.WaitFor(t, 2*time.Minute, "two GCs of the server after the snapshot", func() bool {
+		if m1 = serverMetrics(t, run.srv.URL); m1["go_gc_duration_seconds_count"] >= mDone["go_gc_duration_seconds_count"]+2 {
+			return true
+		}
+		for range 50 {
+			_, _, _ = run.hub.list("Service", pop.smallNS)
+		}
+		return false
+	})
+	run.liveBytes = liveHeap(m1) - liveHeap(m0)
 	run.redisBytes = usedMemory(t, run.rdb) - redis0
-	run.inventoryKeyBytes = inventoryKeyBytes(t, run.rdb)
+	run.objectsKeyBytes = keyBytes(t, run.rdb, "*:hub:inventory:"+account)
+	run.indexKeyBytes = keyBytes(t, run.rdb, "*:hub:inventory-index:"+account)
+	if run.objectsKeyBytes == 0 {
+		t.Fatalf("no inventory of %s in Redis", account)
+	}
 	return run
 }
 
-// heapInuse is the server's Go heap in use, from its /metrics.
-func heapInuse(t testing.TB, baseURL string) float64 {
+// serverMetrics reads the unlabelled samples of the server's /metrics.
+func serverMetrics(t testing.TB, baseURL string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(baseURL + "/metrics")
 	if err != nil {
@@ -312,17 +334,32 @@ func heapInuse(t testing.TB, baseURL string) float64 {
 	defer resp.Body.Close()
 	var buf bytes.Buffer
 	_, _ = buf.ReadFrom(resp.Body)
+	out := map[string]float64{}
 	for line := range strings.SplitSeq(buf.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
+		name, v, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+			out[name] = f
 		}
 	}
-	t.Fatal("no go_memstats_heap_inuse_bytes in /metrics")
-	return 0
+	for _, name := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_next_gc_bytes", "go_gc_duration_seconds_count"} {
+		if _, ok := out[name]; !ok {
+			t.Fatalf("no %s in /metrics", name)
+		}
+	}
+	return out
+}
+
+// liveHeap estimates the server's live heap as of its last GC from the GC's goal: the goal
+// is the live heap times 1 + GOGC/100.
+func liveHeap(m map[string]float64) float64 {
+	gogc, ok := m["go_gc_gogc_percent"]
+	if !ok || gogc <= 0 {
+		gogc = 100
+	}
+	return m["go_memstats_next_gc_bytes"] / (1 + gogc/100)
 }
 
 // usedMemory is Redis's used_memory.
@@ -342,12 +379,12 @@ func usedMemory(t testing.TB, rdb *redis.Client) float64 {
 	return 0
 }
 
-// inventoryKeyBytes sums MEMORY USAGE (every element counted) of the hub's inventory keys.
-func inventoryKeyBytes(t testing.TB, rdb *redis.Client) float64 {
+// keyBytes sums MEMORY USAGE (every element counted) of the keys matching pattern.
+func keyBytes(t testing.TB, rdb *redis.Client, pattern string) float64 {
 	t.Helper()
 	ctx := context.Background()
 	var total float64
-	iter := rdb.Scan(ctx, 0, "*:hub:inventory*", 100).Iterator()
+	iter := rdb.Scan(ctx, 0, pattern, 100).Iterator()
 	for iter.Next(ctx) {
 		n, err := rdb.MemoryUsage(ctx, iter.Val(), 0).Result()
 		if err != nil {
@@ -497,8 +534,9 @@ func TestSnapshotAtScale(t *testing.T) {
 		rs, _, err = run.hub.list("ReplicaSet", pop.namespaces[0])
 		return err == nil && len(rs) == perNamespace/2-1 && !slices.ContainsFunc(rs, func(r resource) bool { return r.Name == "rs-0000" })
 	})
-	t.Logf("snapshot of %d objects (%d cached in all) in %.2fs; hub heap +%.0f B/object, Redis +%.0f B/object (inventory keys %.0f B/object)",
-		pop.objects, run.cached, run.seconds, run.heapBytes/float64(pop.objects), run.redisBytes/float64(pop.objects), run.inventoryKeyBytes/float64(pop.objects))
+	n := float64(pop.objects)
+	t.Logf("snapshot of %d objects (%d cached in all, %.0f B of JSON each) in %.2fs; hub heap in use +%.0f B/object, live +%.0f B/object; Redis +%.0f B/object (objects %.0f, index %.0f)",
+		pop.objects, run.cached, float64(pop.jsonBytes)/n, run.seconds, run.heapBytes/n, run.liveBytes/n, run.redisBytes/n, run.objectsKeyBytes/n, run.indexKeyBytes/n)
 }
 
 // latency times n calls of f and returns p50 and p99 in seconds.
