@@ -50,9 +50,11 @@
 // store's:
 //
 //	sortie:{t:<org>/<env>}:hub:streams                hash stream id -> replicationv1.AgentRecord (protobuf)
+//	sortie:{t:<org>/<env>}:hub:agent-streams:<agent>  set of the agent's stream ids: a forward reads one agent's
 //	sortie:{t:<org>/<env>}:hub:alive:<stream id>      "1" with TTL 3 heartbeat intervals
 //	sortie:{t:<org>/<env>}:hub:accounts               hash agent identifier -> last seen (unix ms)
 //	sortie:{t:<org>/<env>}:hub:inventory:<agent>      hash object key -> hubv1.Resource (protobuf), TTL grace period + 3 intervals
+//	sortie:{t:<org>/<env>}:hub:inventory-index:<agent> sorted set by kind and namespace of those keys, same TTL
 //	sortie:{t:<org>/<env>}:hub:reconnecting:<agent>   marker, TTL 3 intervals: the agent was told to reconnect
 //
 // Replicas talk through the bus: sortie.hub.replication.v1.Envelope messages (protobuf),
