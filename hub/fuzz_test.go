@@ -16,8 +16,8 @@ import (
 func offlineStream(h *Hub, agent string) *stream {
 	s := &stream{
 		id: uuid.NewString(), key: agentKey{tenant: tenantA, agent: agent},
-		queue: make(chan outItem, h.cfg.SendQueueLength), stop: make(chan struct{}),
-		inflight: map[*pending]struct{}{}, log: h.log,
+		writer: make(chan struct{}, 1), stop: make(chan struct{}),
+		inflight: map[*pending]struct{}{}, log: h.log, slot: -1,
 	}
 	s.agent = Agent{AgentIdentifier: agent, StreamID: s.id, OrgID: tenantA.OrgID, EnvID: tenantA.EnvID}
 	h.register(s)

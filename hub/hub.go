@@ -13,9 +13,14 @@
 // every stream at shutdown end with a Goodbye saying why, after which Connect ends the
 // stream with a matching code (PROTOCOL_ERROR: InvalidArgument, TOKEN_EXPIRED and
 // CREDENTIAL_REVOKED: Unauthenticated, TOO_SLOW: ResourceExhausted, HEARTBEAT_TIMEOUT:
-// DeadlineExceeded, SERVER_SHUTTING_DOWN: Unavailable). Each stream has a bounded send queue drained by the stream's
-// own handler goroutine, each write bounded by three heartbeat intervals, so one slow agent
-// never stalls the hub or the others.
+// DeadlineExceeded, SERVER_SHUTTING_DOWN: Unavailable).
+//
+// An idle stream costs the hub one goroutine, its Connect handler, which reads: whoever has
+// something for the agent writes it, one writer at a time (Send's caller writes its own
+// command), and one heartbeat wheel per hub sends every stream's heartbeats, notices silent
+// streams and cuts writes stuck for three heartbeat intervals (the stream ends with Goodbye
+// TOO_SLOW), so one slow agent never stalls the hub or the others. At most SendQueueLength
+// writes wait for a stream; one more drops it (TOO_SLOW too).
 //
 // Inventory snapshots and deltas, and the ResourceEvents of Watch commands (ADDED and
 // MODIFIED as upserts, DELETED as deletions), are cached per tenant and agent identifier (in
@@ -109,7 +114,7 @@ type Config struct {
 	HeartbeatInterval time.Duration // 20s: sent in Welcome; a stream silent for 3 intervals is dead
 	GracePeriod       time.Duration // 5m: an account and its inventory stay after its last stream closes
 	MaxMessageBytes   int           // 16 MiB: larger agent messages end the stream with Goodbye PROTOCOL_ERROR
-	SendQueueLength   int           // 64: per-stream bounded queue; a full queue drops the stream (Goodbye TOO_SLOW) and counts it
+	SendQueueLength   int           // 64: most writes waiting for one stream (commands, heartbeats); one more drops the stream (Goodbye TOO_SLOW) and counts it
 	CommandTimeout    time.Duration // 30s: default deadline when Send's ctx has none
 	// MaxStreamsPerIP caps the agent streams open at once from one IP address (0: no cap);
 	// a stream over it is refused with ResourceExhausted before its Hello.
@@ -288,9 +293,11 @@ type Hub struct {
 	readyOnce sync.Once
 	done      chan struct{} // closed when shutdown starts
 
-	streamsWG sync.WaitGroup // Connect handlers past the Hello
-	readersWG sync.WaitGroup // per-stream reader goroutines; they end after their handler
-	wg        sync.WaitGroup // watchers, forwarded-command handlers and forwarders of parked commands
+	streamsWG sync.WaitGroup // Connect handlers
+	readersWG sync.WaitGroup // reader goroutines of streams mounted without Handler; they end after their handler
+	wg        sync.WaitGroup // watchers, forwarded-command handlers, command writers for other callers, forwarders of parked commands
+
+	epoch time.Time // the monotonic clock of mono starts here
 
 	mu           sync.Mutex // guards the fields below
 	shuttingDown bool
@@ -299,8 +306,10 @@ type Hub struct {
 	pending      map[pendingKey]*pending // commands placed on a local stream or parked here
 	forwards     map[string]chan *replicationv1.ForwardReply
 	watchers     map[store.Tenant]map[*watcher]struct{}
-	rr           uint64 // round-robin among equally loaded streams
-	sharedDown   bool   // the last presence refresh failed; rewrite everything when it works again
+	rr           uint64                                // round-robin among equally loaded streams
+	sharedDown   bool                                  // the last presence refresh failed; rewrite everything when it works again
+	hellos       map[*http.ResponseController]struct{} // streams still waiting for their Hello; shutdown wakes them
+	wheel        wheel                                 // every registered stream, for heartbeats (wheel.go)
 
 	// The state replicas share: in memory (this replica alone), or in Redis with WithRedis.
 	bus      bus.Bus         // messages between replicas
@@ -321,6 +330,8 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 		now:          cfg.Now,
 		id:           uuid.NewString(),
 		helloTimeout: helloTimeout,
+		epoch:        time.Now(),
+		hellos:       map[*http.ResponseController]struct{}{},
 		ready:        make(chan struct{}),
 		done:         make(chan struct{}),
 		agents:       map[store.Tenant]map[string]*agentState{},
@@ -352,6 +363,9 @@ func New(log *slog.Logger, cfg Config, opts ...Option) *Hub {
 
 // InstanceID returns the hub_instance_uuid of this replica.
 func (h *Hub) InstanceID() string { return h.id }
+
+// mono is the hub's monotonic clock, in nanoseconds since New.
+func (h *Hub) mono() int64 { return int64(time.Since(h.epoch)) }
 
 // presenceTTL is how long a stream's presence lives in Redis without a refresh.
 func (h *Hub) presenceTTL() time.Duration { return 3 * h.cfg.HeartbeatInterval }
@@ -387,7 +401,8 @@ func (h *Hub) spawn(wg *sync.WaitGroup, f func()) bool {
 	return true
 }
 
-// Run does the hub's background work: it expires accounts after the grace period and, with
+// Run does the hub's background work: it sends the streams' heartbeats and closes silent
+// streams, expires accounts after the grace period and, with
 // Redis, refreshes this replica's presence and serves the Redis subscriptions (forwarded
 // commands, agent events); without a running Run, other replicas see this one's agents
 // vanish and forwarded commands time out. When ctx ends it says Goodbye SERVER_SHUTTING_DOWN
@@ -400,6 +415,10 @@ func (h *Hub) Run(ctx context.Context) error {
 	g.Go(func() error { h.sweepLoop(gctx); return nil })
 	g.Go(func() error { h.bus.Listen(gctx, h.id, busListener{h}); return nil })
 	g.Go(func() error { h.refreshLoop(gctx); return nil })
+	g.Go(func() error { h.wheelLoop(gctx); return nil })
+	if h.creds != nil {
+		g.Go(func() error { h.credentialLoop(gctx); return nil })
+	}
 	<-ctx.Done()
 	h.shutdown()
 	stopBackground()
@@ -415,6 +434,9 @@ func (h *Hub) shutdown() {
 	h.mu.Lock()
 	h.shuttingDown = true
 	close(h.done)
+	for rc := range h.hellos {
+		_ = rc.SetReadDeadline(time.Now()) // wake awaitHello
+	}
 	var n int
 	for _, byAgent := range h.agents {
 		for _, st := range byAgent {

@@ -7,6 +7,7 @@ import (
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/identity"
+	"github.com/sortie-dev/sortie/store"
 )
 
 // DefaultCredentialCheck is how often a stream re-checks its credential with
@@ -20,7 +21,7 @@ type CredentialChecker interface {
 	Recheck(ctx context.Context, p identity.Principal) (identity.Principal, error)
 }
 
-// WithCredentialCheck makes every stream re-check its credential every interval (0 means
+// WithCredentialCheck makes the hub re-check the credential of its streams every interval (0 means
 // DefaultCredentialCheck): deleting an agent's credential, or taking scope connect:agentHub
 // from it, ends its streams with Goodbye CREDENTIAL_REVOKED, whatever their tokens' lifetime.
 func WithCredentialCheck(c CredentialChecker, interval time.Duration) Option {
@@ -30,32 +31,78 @@ func WithCredentialCheck(c CredentialChecker, interval time.Duration) Option {
 	return func(h *Hub) { h.creds, h.credsEvery = c, interval }
 }
 
-// watchCredential re-checks the stream's credential until done closes, and closes the stream
-// when the credential no longer allows it.
-func (h *Hub) watchCredential(ctx context.Context, s *stream, p identity.Principal, done <-chan struct{}) {
+// credentialLoop re-checks the credentials of every open stream every credsEvery until ctx
+// ends, and closes the streams of those that no longer allow them: one loop for all
+// streams, and one check per credential however many streams share it.
+func (h *Hub) credentialLoop(ctx context.Context) {
 	t := time.NewTicker(h.credsEvery)
 	defer t.Stop()
 	for {
 		select {
-		case <-done:
-			return
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		cur, err := h.creds.Recheck(ctx, p)
+		h.recheckCredentials(ctx)
+	}
+}
+
+// credentialKey names a credential: its client id in its tenant.
+type credentialKey struct {
+	tenant  store.Tenant
+	subject string
+}
+
+// credentialStreams are the open streams of one credential, and the principal to check it
+// with: the one whose token lasts longest, as an expired token fails the check for a reason
+// of its own (expiry has its timer).
+type credentialStreams struct {
+	p       identity.Principal
+	streams []*stream
+}
+
+func (h *Hub) recheckCredentials(ctx context.Context) {
+	byCred := map[credentialKey]*credentialStreams{}
+	h.mu.Lock()
+	for _, byAgent := range h.agents {
+		for _, st := range byAgent {
+			for _, s := range st.streams {
+				k := credentialKey{tenant: s.key.tenant, subject: s.principal.Subject}
+				c := byCred[k]
+				switch {
+				case c == nil:
+					c = &credentialStreams{p: s.principal}
+					byCred[k] = c
+				case !c.p.ExpiresAt.IsZero() && (s.principal.ExpiresAt.IsZero() || s.principal.ExpiresAt.After(c.p.ExpiresAt)):
+					c.p = s.principal
+				}
+				c.streams = append(c.streams, s)
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range byCred {
+		if ctx.Err() != nil {
+			return
+		}
+		cur, err := h.creds.Recheck(ctx, c.p)
+		var why, msg string
 		switch {
 		case errors.Is(err, identity.ErrRevoked):
-			s.log.Info("closing the agent stream: its credential was deleted")
-			h.closeWith(s, hubv1.Goodbye_REASON_CREDENTIAL_REVOKED, "the stream's credential was deleted; the agent needs a new one")
-			return
+			why, msg = "closing the agent stream: its credential was deleted", "the stream's credential was deleted; the agent needs a new one"
 		case err != nil:
-			// Expiry has its own timer; an unreachable store must not cut every agent off.
-			s.log.Debug("could not re-check the agent stream's credential", "err", err)
+			// An unreachable store must not cut every agent off.
+			h.log.Debug("could not re-check the agent streams' credential", "client", c.p.Subject, "streams", len(c.streams), "err", err)
 		case !cur.HasScope(identity.ScopeConnectAgentHub):
-			s.log.Info("closing the agent stream: its credential lost scope " + identity.ScopeConnectAgentHub)
-			h.closeWith(s, hubv1.Goodbye_REASON_CREDENTIAL_REVOKED, "the stream's credential no longer has scope "+identity.ScopeConnectAgentHub)
-			return
+			why = "closing the agent stream: its credential lost scope " + identity.ScopeConnectAgentHub
+			msg = "the stream's credential no longer has scope " + identity.ScopeConnectAgentHub
+		}
+		if msg == "" {
+			continue
+		}
+		for _, s := range c.streams {
+			s.log.Info(why)
+			h.closeWith(s, hubv1.Goodbye_REASON_CREDENTIAL_REVOKED, msg)
 		}
 	}
 }

@@ -163,9 +163,12 @@ func (h *Hub) send(ctx context.Context, t store.Tenant, agent string, cmd *hubv1
 		return nil, fmt.Errorf("command id %q is already in flight", cmd.Id)
 	}
 	h.pending[p.key] = p
-	placed := h.placeLocked(p)
+	s := h.placeLocked(p)
 	h.mu.Unlock()
-	if !placed {
+	if s != nil {
+		// The caller writes its command itself: no hand-over to another goroutine.
+		h.writeCommand(ctx, s, p)
+	} else {
 		h.route(ctx, p)
 	}
 	return h.wait(ctx, p)
@@ -182,18 +185,24 @@ func (h *Hub) route(ctx context.Context, p *pending) {
 		}
 	}
 	back, err := h.expectReconnect(ctx, p.agent)
+	var s *stream
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	switch {
 	case p.finished:
 	case err != nil:
 		h.completeLocked(p, nil, err)
-	case h.placeLocked(p):
-		// A stream opened meanwhile.
-	case back:
-		h.parkLocked(p)
 	default:
-		h.completeLocked(p, nil, &notConnectedError{agent: p.agent.agent})
+		if s = h.placeLocked(p); s != nil {
+			// A stream opened meanwhile.
+		} else if back {
+			h.parkLocked(p)
+		} else {
+			h.completeLocked(p, nil, &notConnectedError{agent: p.agent.agent})
+		}
+	}
+	h.mu.Unlock()
+	if s != nil {
+		h.writeCommand(ctx, s, p)
 	}
 }
 
@@ -237,23 +246,23 @@ func (h *Hub) expectReconnect(ctx context.Context, k agentKey) (bool, error) {
 	return back, nil
 }
 
-// placeLocked queues p on the least busy open stream of its agent and reports whether one
-// took it.
-func (h *Hub) placeLocked(p *pending) bool {
+// placeLocked puts p on the least busy open stream of its agent and returns it, or nil when
+// none took it. The caller then writes p to it (writeCommand, writeCommandLater).
+func (h *Hub) placeLocked(p *pending) *stream {
 	st := h.agentLocked(p.agent, false)
 	if st == nil {
-		return false
+		return nil
 	}
 	for {
 		s := h.pickLocked(st)
 		if s == nil {
-			return false
+			return nil
 		}
 		// A full queue drops s (removing it from st.streams); try the next.
-		if h.enqueueLocked(s, outItem{p: p}) {
+		if h.reserveLocked(s) {
 			p.stream = s
 			s.inflight[p] = struct{}{}
-			return true
+			return s
 		}
 	}
 }
@@ -295,7 +304,8 @@ func (h *Hub) unparkLocked(p *pending) {
 // rehomeLocked finds a new home for a command whose stream closed before sending it: another
 // stream of the agent, another replica, or a wait for the agent to come back.
 func (h *Hub) rehomeLocked(p *pending) {
-	if h.placeLocked(p) {
+	if s := h.placeLocked(p); s != nil {
+		h.writeCommandLater(s, p)
 		return
 	}
 	if h.shuttingDown {
@@ -326,7 +336,9 @@ func (h *Hub) forwardParked(p *pending) {
 	switch {
 	case p.finished:
 	case errors.Is(err, errNoRemote):
-		if !h.placeLocked(p) {
+		if s := h.placeLocked(p); s != nil {
+			h.writeCommandLater(s, p)
+		} else {
 			h.parkLocked(p)
 		}
 	default:

@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -23,17 +21,38 @@ import (
 
 	hubv1 "github.com/sortie-dev/sortie/gen/sortie/hub/v1"
 	"github.com/sortie-dev/sortie/identity"
+	"github.com/sortie-dev/sortie/store"
 )
 
 // stream is one agent stream held by this replica.
+//
+// An idle stream costs no goroutine of its own beyond its Connect handler, which reads what
+// the agent sends: whoever has something for the agent writes it (Send's caller, the
+// heartbeat wheel), one writer at a time, and the heartbeat wheel of the hub sends its
+// heartbeats, notices its silence and cuts writes stuck for three heartbeat intervals.
 type stream struct {
-	id    string
-	key   agentKey
-	log   *slog.Logger
-	queue chan outItem  // bounded; filled under Hub.mu without blocking, drained by serve
-	stop  chan struct{} // closed (under Hub.mu) when the hub decides to close the stream
+	id  string
+	key agentKey
+	log *slog.Logger
+	bs  *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse]
+	// rc wakes the handler's read when the hub closes the stream (a read deadline in the
+	// past) and cuts a stuck write (a write deadline in the past). nil when Connect is mounted
+	// without Hub.Handler: a goroutine then reads (in), and a stuck write lasts until the
+	// connection ends.
+	rc        *http.ResponseController
+	in        <-chan received
+	principal identity.Principal // checked again by the credential loop
+	stop      chan struct{}      // closed (under Hub.mu) when the hub decides to close the stream
 
-	// writeStart is when the current Send began (unix nanoseconds), 0 when idle.
+	// writer is the right to write to bs: holding it means having sent into it. A channel
+	// rather than a mutex, so that a command waiting to be written gives up with its context.
+	writer chan struct{}
+	// writesDone is set, holding writer, once the Goodbye is written: nothing follows it.
+	writesDone bool
+
+	// lastHeard is when the agent last sent anything, and writeStart when the current write
+	// began (0 when none is), both on the hub's monotonic clock (Hub.mono).
+	lastHeard  atomic.Int64
 	writeStart atomic.Int64
 
 	// Guarded by Hub.mu.
@@ -43,18 +62,33 @@ type stream struct {
 	expectBack bool           // the hub told the agent to reconnect
 	closedAt   time.Time      // when closing began: the account was last seen then
 	inflight   map[*pending]struct{}
+	queued     int // writes waiting for writer: commands placed on the stream, heartbeats
+	slot, pos  int // where the stream sits in the heartbeat wheel (wheel.go); slot -1: not in it
 
 	// Owned by the stream's handler goroutine.
 	snap *snapshotBuilder
 }
 
-// outItem is one entry of a send queue: a command, or another message.
-type outItem struct {
-	msg *hubv1.ConnectResponse
-	p   *pending
+// acquire takes the right to write to s. It gives up, returning false, when s is closing
+// or ctx ends (a nil ctx never does).
+func (s *stream) acquire(ctx context.Context) bool {
+	var done <-chan struct{}
+	if ctx != nil {
+		done = ctx.Done()
+	}
+	select {
+	case s.writer <- struct{}{}:
+		return true
+	case <-s.stop:
+		return false
+	case <-done:
+		return false
+	}
 }
 
-// received is what the reader got from the agent.
+func (s *stream) release() { <-s.writer }
+
+// received is what the reader goroutine of a stream mounted without Hub.Handler got.
 type received struct {
 	msg *hubv1.ConnectRequest
 	err error
@@ -101,12 +135,13 @@ func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectR
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("the stream carries no verified token"))
 	}
 	tenant := principal.Tenant()
-	log := h.log.With("tenant", tenant.String())
-
-	// The reader ends once Connect has returned and connect-go has closed the request body.
-	recv := make(chan received)
-	readerStop := make(chan struct{})
 	ip := peerIP(bs.Peer().Addr)
+	log := h.log
+	rc, _ := ctx.Value(responseControllerKey{}).(*http.ResponseController)
+	helloBy := time.Now().Add(h.helloTimeout)
+	if rc != nil && rc.SetReadDeadline(helloBy) != nil {
+		rc = nil // a writer without deadlines: read on a goroutine instead
+	}
 	h.mu.Lock()
 	if h.shuttingDown {
 		h.mu.Unlock()
@@ -115,7 +150,7 @@ func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectR
 	if max := h.cfg.MaxStreamsPerIP; max > 0 && h.streamsByIP[ip] >= max {
 		h.mu.Unlock()
 		h.m.refusedStreams.Inc()
-		log.Warn("agent stream refused: too many from one address", "ip", ip, "max", max)
+		log.Warn("agent stream refused: too many from one address", "tenant", tenant.String(), "ip", ip, "max", max)
 		return connect.NewError(connect.CodeResourceExhausted,
 			fmt.Errorf("too many agent streams from %s: this hub takes at most %d per address", ip, max))
 	}
@@ -128,23 +163,46 @@ func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectR
 		h.mu.Unlock()
 	}()
 	h.streamsWG.Add(1)
-	h.readersWG.Go(func() { readLoop(bs, recv, readerStop) })
+	var in chan received
+	if rc == nil {
+		// The reader ends once Connect has returned and connect-go has closed the request
+		// body.
+		in = make(chan received)
+		readerStop := make(chan struct{})
+		defer close(readerStop)
+		h.readersWG.Go(func() { readLoop(bs, in, readerStop) })
+	} else {
+		h.hellos[rc] = struct{}{} // shutdown wakes it
+	}
 	h.mu.Unlock()
 	defer h.streamsWG.Done()
-	defer close(readerStop)
 
-	hello, err := h.awaitHello(ctx, log, bs, recv)
+	hello, err := h.awaitHello(ctx, log, tenant, bs, rc, in, helloBy)
+	if rc != nil {
+		h.mu.Lock()
+		delete(h.hellos, rc)
+		h.mu.Unlock()
+	}
 	if hello == nil {
 		return err
 	}
+	if rc != nil {
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	now := h.now()
 	s := &stream{
-		id:       uuid.NewString(),
-		key:      agentKey{tenant: tenant, agent: hello.AgentIdentifier},
-		queue:    make(chan outItem, h.cfg.SendQueueLength),
-		stop:     make(chan struct{}),
-		inflight: map[*pending]struct{}{},
+		id:        uuid.NewString(),
+		key:       agentKey{tenant: tenant, agent: hello.AgentIdentifier},
+		bs:        bs,
+		rc:        rc,
+		in:        in,
+		principal: principal,
+		stop:      make(chan struct{}),
+		writer:    make(chan struct{}, 1),
+		inflight:  map[*pending]struct{}{},
+		slot:      -1,
 	}
+	s.lastHeard.Store(h.mono())
 	s.agent = Agent{
 		AgentIdentifier:       hello.AgentIdentifier,
 		AgentInstanceUUID:     hello.AgentInstanceUuid,
@@ -156,39 +214,83 @@ func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectR
 		EnvID:                 tenant.EnvID,
 		HubInstanceUUID:       h.id,
 		StreamID:              s.id,
-		IPAddress:             peerIP(bs.Peer().Addr),
+		IPAddress:             ip,
 		NodeIP:                hello.NodeIp,
 		K8sClusterRoleSupport: hello.ClusterRoleSupport,
 		KubernetesVersion:     hello.KubernetesVersion,
 	}
-	s.log = log.With("agent", hello.AgentIdentifier, "stream", s.id)
-	// The Welcome is first in the queue, ahead of any command routed once registered.
-	s.queue <- outItem{msg: &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Welcome{Welcome: &hubv1.Welcome{
+	s.log = slog.New(&streamLog{base: h.log.Handler(), s: s})
+
+	// The Welcome is written first, ahead of any command routed once registered: those wait
+	// for the writer this handler holds.
+	s.writer <- struct{}{}
+	h.register(s)
+	werr := s.send(h, &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Welcome{Welcome: &hubv1.Welcome{
 		HubInstanceUuid:   h.id,
 		StreamId:          s.id,
 		HeartbeatInterval: durationpb.New(h.cfg.HeartbeatInterval),
 		MaxMessageBytes:   int64(h.cfg.MaxMessageBytes),
-	}}}}
-	h.register(s)
+	}}})
+	s.release()
+	if werr != nil {
+		h.writeFailed(s, werr)
+	}
+	if !principal.ExpiresAt.IsZero() {
+		// A timer, not a wheel slot: expiry acts on time even while a write blocks.
+		t := time.AfterFunc(principal.ExpiresAt.Sub(h.now()), func() {
+			h.closeWith(s, hubv1.Goodbye_REASON_TOKEN_EXPIRED, "the stream's token expired; reconnect with a new token")
+		})
+		defer t.Stop()
+	}
 
-	// The handler goroutine both decides and writes (serve); only reading has a goroutine of
-	// its own, which keeps an idle agent at two goroutines besides net/http's.
-	rc, _ := ctx.Value(responseControllerKey{}).(*http.ResponseController)
-	err = h.serve(ctx, s, principal, recv, bs, rc)
+	err = h.serve(ctx, s)
 
 	h.mu.Lock()
 	h.beginCloseLocked(s, nil)
 	h.mu.Unlock()
-	// Say Goodbye; an agent that does not read gets closeGrace, then the HTTP/2 stream is
-	// reset.
+	// Say Goodbye once the write under way, if any, is done; an agent that does not read gets
+	// closeGrace, then the HTTP/2 stream is reset.
 	if rc != nil {
 		_ = rc.SetWriteDeadline(time.Now().Add(h.closeGrace()))
 	}
-	if werr := h.writeGoodbye(s, bs); werr != nil {
-		s.log.Debug("saying goodbye to the agent failed", "err", werr)
+	s.writer <- struct{}{} // kept: nothing is written after the Goodbye
+	s.writesDone = true
+	if s.goodbye != nil {
+		if werr := s.send(h, &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Goodbye{Goodbye: s.goodbye}}); werr != nil {
+			s.log.Debug("saying goodbye to the agent failed", "err", werr)
+		}
 	}
 	h.unregister(s)
 	return err
+}
+
+// streamLog is a stream's logger: the hub's, with the stream's attributes added to each
+// record as it is written rather than formatted ahead for every stream.
+type streamLog struct {
+	base slog.Handler
+	s    *stream
+}
+
+func (l *streamLog) Enabled(ctx context.Context, level slog.Level) bool {
+	return l.base.Enabled(ctx, level)
+}
+
+func (l *streamLog) Handle(ctx context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(l.attrs()...)
+	return l.base.Handle(ctx, r)
+}
+
+func (l *streamLog) attrs() []slog.Attr {
+	return []slog.Attr{slog.String("tenant", l.s.key.tenant.String()), slog.String("agent", l.s.key.agent), slog.String("stream", l.s.id)}
+}
+
+func (l *streamLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return l.base.WithAttrs(l.attrs()).WithAttrs(as)
+}
+
+func (l *streamLog) WithGroup(name string) slog.Handler {
+	return l.base.WithAttrs(l.attrs()).WithGroup(name)
 }
 
 // readLoop passes what the agent sends to the stream's handler until an error.
@@ -206,6 +308,36 @@ func readLoop(bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse
 	}
 }
 
+// errClosedByHub is what a stream's read returns once the hub decided to close it.
+var errClosedByHub = errors.New("the hub closed the stream")
+
+// receive returns the next message of s, or errClosedByHub once the hub closes s.
+func (s *stream) receive() (*hubv1.ConnectRequest, error) {
+	if s.in != nil {
+		select {
+		case r := <-s.in:
+			return r.msg, r.err
+		case <-s.stop:
+			return nil, errClosedByHub
+		}
+	}
+	msg, err := s.bs.Receive()
+	if err != nil && s.stopped() {
+		return nil, errClosedByHub
+	}
+	return msg, err
+}
+
+// stopped reports whether the hub decided to close s.
+func (s *stream) stopped() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 // peerIP returns the IP of a "host:port" peer address.
 func peerIP(addr string) string {
 	host, _, err := net.SplitHostPort(addr)
@@ -215,54 +347,93 @@ func peerIP(addr string) string {
 	return host
 }
 
-// awaitHello waits for the stream's Hello. It returns a nil Hello and the error Connect must
-// return when the stream ends before a valid Hello, having said Goodbye when there was
-// something to say.
-func (h *Hub) awaitHello(ctx context.Context, log *slog.Logger, bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse], recv <-chan received) (*hubv1.Hello, error) {
-	timer := time.NewTimer(h.helloTimeout)
-	defer timer.Stop()
+// awaitHello waits until by for the stream's Hello: read straight from bs (whose read
+// deadline is by, and which shutdown wakes) with rc, from in without. It returns a nil Hello
+// and the error Connect must return when the stream ends before a valid Hello, having said
+// Goodbye when there was something to say.
+func (h *Hub) awaitHello(ctx context.Context, log *slog.Logger, tenant store.Tenant, bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse],
+	rc *http.ResponseController, in <-chan received, by time.Time) (*hubv1.Hello, error) {
 	refuse := func(gb *hubv1.Goodbye) error {
-		log.Warn("refusing agent stream", "reason", gb.Reason.String(), "detail", gb.Message)
+		log.Warn("refusing agent stream", "tenant", tenant.String(), "reason", gb.Reason.String(), "detail", gb.Message)
 		h.m.closed.WithLabelValues(closeReason(gb)).Inc()
+		if rc != nil {
+			_ = rc.SetWriteDeadline(time.Now().Add(h.closeGrace()))
+		}
 		_ = bs.Send(&hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Goodbye{Goodbye: gb}})
 		return closeError(gb)
 	}
 	protocolError := func(format string, args ...any) error {
 		return refuse(goodbye(hubv1.Goodbye_REASON_PROTOCOL_ERROR, fmt.Sprintf(format, args...)))
 	}
+	shuttingDown := func() error {
+		return refuse(goodbye(hubv1.Goodbye_REASON_SERVER_SHUTTING_DOWN, "the hub is shutting down; reconnect"))
+	}
+	noHello := func() error {
+		return protocolError("no Hello within %s of opening the stream: the first message must be a Hello", h.helloTimeout)
+	}
+	var timer *time.Timer
+	if rc == nil {
+		timer = time.NewTimer(time.Until(by))
+		defer timer.Stop()
+	}
 	for {
-		select {
-		case <-ctx.Done():
-			return nil, nil
-		case <-h.done:
-			return nil, refuse(goodbye(hubv1.Goodbye_REASON_SERVER_SHUTTING_DOWN, "the hub is shutting down; reconnect"))
-		case <-timer.C:
-			return nil, protocolError("no Hello within %s of opening the stream: the first message must be a Hello", h.helloTimeout)
-		case r := <-recv:
+		var r received
+		if rc != nil {
+			r.msg, r.err = bs.Receive()
 			if r.err != nil {
-				if msg, ok := h.receiveViolation(r.err); ok {
-					return nil, protocolError("%s", msg)
+				switch {
+				case h.isDone():
+					return nil, shuttingDown()
+				case ctx.Err() != nil:
+					return nil, nil
+				case !time.Now().Before(by):
+					return nil, noHello()
 				}
-				return nil, nil
 			}
-			if msg, ok := h.sizeViolation(r.msg); ok {
-				return nil, protocolError("%s", msg)
-			}
-			switch m := r.msg.Message.(type) {
-			case nil:
-				log.Debug("ignoring a message of an unknown kind before the Hello")
-			case *hubv1.ConnectRequest_Hello:
-				if msg := checkHello(m.Hello); msg != "" {
-					return nil, protocolError("%s", msg)
-				}
-				return m.Hello, nil
-			case *hubv1.ConnectRequest_Goodbye:
-				log.Info("agent left before its Hello", "reason", m.Goodbye.GetReason().String())
+		} else {
+			select {
+			case <-ctx.Done():
 				return nil, nil
-			default:
-				return nil, protocolError("the first message must be a Hello, not %s", kindOf(r.msg))
+			case <-h.done:
+				return nil, shuttingDown()
+			case <-timer.C:
+				return nil, noHello()
+			case r = <-in:
 			}
 		}
+		if r.err != nil {
+			if msg, ok := h.receiveViolation(r.err); ok {
+				return nil, protocolError("%s", msg)
+			}
+			return nil, nil
+		}
+		if msg, ok := h.sizeViolation(r.msg); ok {
+			return nil, protocolError("%s", msg)
+		}
+		switch m := r.msg.Message.(type) {
+		case nil:
+			log.Debug("ignoring a message of an unknown kind before the Hello", "tenant", tenant.String())
+		case *hubv1.ConnectRequest_Hello:
+			if msg := checkHello(m.Hello); msg != "" {
+				return nil, protocolError("%s", msg)
+			}
+			return m.Hello, nil
+		case *hubv1.ConnectRequest_Goodbye:
+			log.Info("agent left before its Hello", "tenant", tenant.String(), "reason", m.Goodbye.GetReason().String())
+			return nil, nil
+		default:
+			return nil, protocolError("the first message must be a Hello, not %s", kindOf(r.msg))
+		}
+	}
+}
+
+// isDone reports whether the hub is shutting down.
+func (h *Hub) isDone() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -328,75 +499,38 @@ func (h *Hub) sizeViolation(m *hubv1.ConnectRequest) (string, bool) {
 	return "", false
 }
 
-// serve runs a registered stream until it must close, and returns what Connect returns. It
-// writes what is queued for the agent itself; with rc, each write must finish within three
-// heartbeat intervals or the agent is too slow and the stream is dropped.
-func (h *Hub) serve(ctx context.Context, s *stream, principal identity.Principal, recv <-chan received,
-	bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse], rc *http.ResponseController) error {
-	interval := h.cfg.HeartbeatInterval
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	if !principal.ExpiresAt.IsZero() {
-		// A timer of its own, not a case below: expiry must act even while a write blocks.
-		t := time.AfterFunc(principal.ExpiresAt.Sub(h.now()), func() {
-			h.closeWith(s, hubv1.Goodbye_REASON_TOKEN_EXPIRED, "the stream's token expired; reconnect with a new token")
-		})
-		defer t.Stop()
-	}
-	if h.creds != nil {
-		var wg sync.WaitGroup
-		done := make(chan struct{})
-		defer wg.Wait()
-		defer close(done)
-		wg.Go(func() { h.watchCredential(ctx, s, principal, done) })
-	}
-	lastHeard := time.Now()
+// serve reads what the agent sends on a registered stream until it must close, and returns
+// what Connect returns. Heartbeats, silence and stuck writes are the wheel's (wheel.go);
+// what the hub decides wakes the read (beginCloseLocked).
+func (h *Hub) serve(ctx context.Context, s *stream) error {
 	for {
-		// A decision to close wins over anything still queued.
-		select {
-		case <-s.stop:
-			return closeError(s.goodbye)
-		default:
-		}
-		select {
-		case <-ctx.Done():
-			s.log.Info("agent stream ended by its connection")
+		msg, err := s.receive()
+		if err != nil {
+			switch {
+			case errors.Is(err, errClosedByHub):
+				// goodbye was set before stop was closed and never changes after.
+				return closeError(s.goodbye)
+			case ctx.Err() != nil:
+				s.log.Info("agent stream ended by its connection")
+				return nil
+			}
+			if msg, ok := h.receiveViolation(err); ok {
+				return h.closeWith(s, hubv1.Goodbye_REASON_PROTOCOL_ERROR, msg)
+			}
+			if errors.Is(err, io.EOF) {
+				s.log.Info("agent closed its side of the stream")
+			} else {
+				s.log.Info("agent stream broke", "err", err)
+			}
 			return nil
-		case <-s.stop:
+		}
+		s.lastHeard.Store(h.mono())
+		if s.stopped() {
+			// A decision to close wins over what the agent sent meanwhile.
 			return closeError(s.goodbye)
-		case it := <-s.queue:
-			if err := h.write(s, bs, rc, it); err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					return h.closeWith(s, hubv1.Goodbye_REASON_TOO_SLOW, "the agent has not read what the hub sent for 3 heartbeat intervals")
-				}
-				s.log.Info("agent stream broke while writing to it", "err", err)
-				return nil
-			}
-		case <-tick.C:
-			if silent := time.Since(lastHeard); silent > 3*interval {
-				return h.closeWith(s, hubv1.Goodbye_REASON_HEARTBEAT_TIMEOUT,
-					fmt.Sprintf("nothing heard from the agent for %s (3 heartbeat intervals)", silent.Round(time.Millisecond)))
-			}
-			hb := &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Heartbeat{Heartbeat: &hubv1.Heartbeat{SendTime: timestamppb.New(h.now())}}}
-			h.mu.Lock()
-			h.enqueueLocked(s, outItem{msg: hb})
-			h.mu.Unlock()
-		case r := <-recv:
-			lastHeard = time.Now()
-			if r.err != nil {
-				if msg, ok := h.receiveViolation(r.err); ok {
-					return h.closeWith(s, hubv1.Goodbye_REASON_PROTOCOL_ERROR, msg)
-				}
-				if errors.Is(r.err, io.EOF) {
-					s.log.Info("agent closed its side of the stream")
-				} else {
-					s.log.Info("agent stream broke", "err", r.err)
-				}
-				return nil
-			}
-			if done, err := h.handle(s, r.msg); done {
-				return err
-			}
+		}
+		if done, err := h.handle(s, msg); done {
+			return err
 		}
 	}
 }
@@ -449,58 +583,97 @@ func (h *Hub) handle(s *stream, msg *hubv1.ConnectRequest) (done bool, err error
 	return false, nil
 }
 
-// write sends one queued item: a message, or a command unless it was finished or handed on
-// meanwhile.
-func (h *Hub) write(s *stream, bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse], rc *http.ResponseController, it outItem) error {
-	msg := it.msg
-	if it.p != nil {
-		h.mu.Lock()
-		ok := !it.p.finished && it.p.stream == s && !s.closing
-		if ok {
-			it.p.sent = true
-		}
-		h.mu.Unlock()
-		if !ok {
-			// Finished already, or the stream is closing: unregister hands it on.
-			return nil
-		}
-		msg = &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Command{Command: it.p.cmd}}
+// writeCommand writes p to s, which it was placed on, once it has the right to write,
+// unless p finished or moved or s is closing meanwhile, or ctx ends first (p then stays
+// unsent, for its waiter to time out).
+func (h *Hub) writeCommand(ctx context.Context, s *stream, p *pending) {
+	got := s.acquire(ctx)
+	h.mu.Lock()
+	s.queued--
+	ok := got && !p.finished && p.stream == s && !s.closing
+	if ok {
+		p.sent = true
 	}
-	if rc != nil {
-		_ = rc.SetWriteDeadline(time.Now().Add(3 * h.cfg.HeartbeatInterval))
-		defer rc.SetWriteDeadline(time.Time{})
+	h.mu.Unlock()
+	if !got {
+		return
 	}
-	return s.send(bs, msg)
+	defer s.release()
+	if !ok || s.writesDone {
+		// Finished already, or the stream is closing: unregister hands it on.
+		return
+	}
+	if err := s.send(h, &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Command{Command: p.cmd}}); err != nil {
+		h.writeFailed(s, err)
+	}
 }
 
-func (h *Hub) writeGoodbye(s *stream, bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse]) error {
-	// goodbye was set before stop was closed and never changes after.
-	if s.goodbye == nil {
-		return nil
+// writeCommandLater writes p to s on a goroutine of its own, for callers holding h.mu.
+func (h *Hub) writeCommandLater(s *stream, p *pending) {
+	if h.shuttingDown {
+		// Every stream is closing: unregister hands p on.
+		s.queued--
+		return
 	}
-	return s.send(bs, &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Goodbye{Goodbye: s.goodbye}})
+	h.wg.Go(func() {
+		ctx, cancel := context.WithDeadline(context.Background(), p.deadline)
+		defer cancel()
+		h.writeCommand(ctx, s, p)
+	})
 }
 
-func (s *stream) send(bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse], msg *hubv1.ConnectResponse) error {
-	s.writeStart.Store(time.Now().UnixNano())
+// writeHeartbeat writes a Heartbeat to s once it has the right to write, unless s closes
+// first.
+func (h *Hub) writeHeartbeat(s *stream) {
+	got := s.acquire(nil)
+	h.mu.Lock()
+	s.queued--
+	closing := s.closing
+	h.mu.Unlock()
+	if !got {
+		return
+	}
+	defer s.release()
+	if closing || s.writesDone {
+		return
+	}
+	hb := &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Heartbeat{Heartbeat: &hubv1.Heartbeat{SendTime: timestamppb.New(h.now())}}}
+	if err := s.send(h, hb); err != nil {
+		h.writeFailed(s, err)
+	}
+}
+
+// writeFailed closes s after a write to it failed: the connection broke, or the wheel cut a
+// write stuck too long (and has said TOO_SLOW already).
+func (h *Hub) writeFailed(s *stream, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !s.closing {
+		s.log.Info("agent stream broke while writing to it", "err", err)
+		h.beginCloseLocked(s, nil)
+	}
+}
+
+// send writes msg to s; the caller holds s's writer.
+func (s *stream) send(h *Hub, msg *hubv1.ConnectResponse) error {
+	s.writeStart.Store(max(h.mono(), 1))
 	defer s.writeStart.Store(0)
-	return bs.Send(msg)
+	return s.bs.Send(msg)
 }
 
-// enqueueLocked queues it on s without blocking. A full queue drops the stream (Goodbye
-// TOO_SLOW) and returns false.
-func (h *Hub) enqueueLocked(s *stream, it outItem) bool {
+// reserveLocked counts one more write waiting for s's writer, if s takes it: a stream with
+// SendQueueLength waiting is dropped (Goodbye TOO_SLOW), and false returned.
+func (h *Hub) reserveLocked(s *stream) bool {
 	if s.closing {
 		return false
 	}
-	select {
-	case s.queue <- it:
-		return true
-	default:
+	if s.queued >= h.cfg.SendQueueLength {
 		h.beginCloseLocked(s, goodbye(hubv1.Goodbye_REASON_TOO_SLOW,
-			fmt.Sprintf("the agent did not keep up: %d messages were waiting to be sent to it", cap(s.queue))))
+			fmt.Sprintf("the agent did not keep up: %d messages were waiting to be sent to it", h.cfg.SendQueueLength)))
 		return false
 	}
+	s.queued++
+	return true
 }
 
 // register makes s routable and visible.
@@ -522,10 +695,13 @@ func (h *Hub) register(s *stream) {
 	}
 	for _, p := range waiting {
 		h.unparkLocked(p)
-		if !h.placeLocked(p) {
+		if to := h.placeLocked(p); to != nil {
+			h.writeCommandLater(to, p)
+		} else {
 			h.parkLocked(p)
 		}
 	}
+	h.wheelAddLocked(s)
 	agent := s.agent
 	h.notifyLocked(s.key.tenant, AgentEvent{Type: AgentConnected, Agent: agent})
 	h.mu.Unlock()
@@ -540,7 +716,7 @@ func (h *Hub) register(s *stream) {
 }
 
 // beginCloseLocked starts closing s: it stops routing to it, fails the commands it already
-// sent, and tells its writer to say gb (if not nil) and stop. Closing twice does nothing.
+// sent, and wakes its handler to say gb (if not nil) and stop. Closing twice does nothing.
 func (h *Hub) beginCloseLocked(s *stream, gb *hubv1.Goodbye) {
 	if s.closing {
 		return
@@ -549,6 +725,12 @@ func (h *Hub) beginCloseLocked(s *stream, gb *hubv1.Goodbye) {
 	s.closedAt = h.now()
 	s.goodbye = gb
 	close(s.stop)
+	if s.rc != nil {
+		// Wake the handler's read. Its handler is still running: it returns only after
+		// closing s itself.
+		_ = s.rc.SetReadDeadline(time.Now())
+	}
+	h.wheelRemoveLocked(s)
 	if st := h.agentLocked(s.key, false); st != nil {
 		st.streams = slices.DeleteFunc(st.streams, func(x *stream) bool { return x == s })
 		if len(st.streams) == 0 {
@@ -578,7 +760,7 @@ func (h *Hub) beginCloseLocked(s *stream, gb *hubv1.Goodbye) {
 	}
 }
 
-// unregister finishes closing s once its writer has stopped: commands it never sent go to
+// unregister finishes closing s once nothing writes to it any more: commands it never sent go to
 // another stream or wait for the agent, and its presence is removed.
 func (h *Hub) unregister(s *stream) {
 	h.mu.Lock()
@@ -605,9 +787,6 @@ func (h *Hub) unregister(s *stream) {
 	h.notifyLocked(s.key.tenant, AgentEvent{Type: AgentDisconnected, Agent: agent})
 	h.mu.Unlock()
 
-	for len(s.queue) > 0 {
-		<-s.queue
-	}
 	h.m.streams.Dec()
 	h.m.closed.WithLabelValues(closeReason(gb)).Inc()
 	s.log.Info("agent disconnected", "handed_on", len(unsent))
