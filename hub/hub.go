@@ -374,13 +374,21 @@ func (h *Hub) presenceTTL() time.Duration { return 3 * h.cfg.HeartbeatInterval }
 // stream is reset.
 func (h *Hub) closeGrace() time.Duration { return h.cfg.HeartbeatInterval }
 
+// CompressMinBytes is the smallest message to an agent that Handler compresses: heartbeats
+// and most commands are a few hundred bytes, which gzip does not shrink but costs a
+// compressor (and most of a small command's round trip) to try.
+const CompressMinBytes = 1 << 10
+
 // Handler returns the route and handler serving AgentHubService: the generated handler with
-// a read limit of MaxMessageBytes (opts come after it and may tighten it; add the auth
-// interceptor there), wrapped so that a stream stuck writing to an agent that does not read
-// can be cut. Mounting hubv1connect.NewAgentHubServiceHandler(h) directly also works, but a
-// stream whose agent stops reading then stays open until the agent's connection ends.
+// a read limit of MaxMessageBytes and compression of messages of CompressMinBytes or more
+// only (opts come after these and may tighten them; add the auth interceptor there), wrapped
+// so that the stream's handler can be woken from its read and a stream stuck writing to an
+// agent that does not read can be cut. Mounting hubv1connect.NewAgentHubServiceHandler(h)
+// directly also works, but each stream then needs a reader goroutine of its own, and a
+// stream whose agent stops reading stays open until the agent's connection ends.
 func (h *Hub) Handler(opts ...connect.HandlerOption) (string, http.Handler) {
-	all := append([]connect.HandlerOption{connect.WithReadMaxBytes(h.cfg.MaxMessageBytes)}, opts...)
+	all := append([]connect.HandlerOption{connect.WithReadMaxBytes(h.cfg.MaxMessageBytes),
+		connect.WithCompressMinBytes(CompressMinBytes)}, opts...)
 	path, inner := hubv1connect.NewAgentHubServiceHandler(h, all...)
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := context.WithValue(r.Context(), responseControllerKey{}, http.NewResponseController(w))
