@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,9 @@ type agentsConfig struct {
 	Bucket          time.Duration
 	Keep            bool
 	ServerLogLevel  string
+	Sweep           []int  // agent counts to measure memory at, each on fresh processes; nil: Agents alone
+	NoStorm         bool   // skip the reconnect storm
+	Plot            string // PNG of memory per agent against agents
 }
 
 func parseAgentsConfig(args []string, stderr io.Writer) (agentsConfig, error) {
@@ -54,6 +58,10 @@ func parseAgentsConfig(args []string, stderr io.Writer) (agentsConfig, error) {
 	fs.DurationVar(&c.Bucket, "bucket", time.Second, "bucket width of the reconnect-time histogram")
 	fs.StringVar(&c.ServerLogLevel, "server-log-level", "warn", "--log-level of sortie-server (its log is in the temporary directory; see -keep)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory (server and simulator logs, data directory) and print its path")
+	sweep := fs.String("sweep", "", "comma-separated agent counts (e.g. 1000,5000,10000,19000): measure idle memory at each on fresh processes, "+
+		"and the reconnect storm at the last; overrides -agents")
+	fs.BoolVar(&c.NoStorm, "no-storm", false, "measure idle memory only, without the reconnect storm")
+	fs.StringVar(&c.Plot, "plot", "", "write a PNG plot of memory per agent against the agent count to this file")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: sortie-bench agents [flags]\n\n"+
 			"Measures the memory per idle agent held by sortie-server against bare connect-go streams,\n"+
@@ -62,6 +70,18 @@ func parseAgentsConfig(args []string, stderr io.Writer) (agentsConfig, error) {
 	}
 	if err := flagenv.Parse(fs, "SORTIE_BENCH_", args); err != nil {
 		return agentsConfig{}, err
+	}
+	if *sweep != "" {
+		for _, f := range strings.Split(*sweep, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return agentsConfig{}, fmt.Errorf("-sweep: %q is not a positive agent count", f)
+			}
+			if len(c.Sweep) > 0 && n <= c.Sweep[len(c.Sweep)-1] {
+				return agentsConfig{}, fmt.Errorf("-sweep: the counts must grow, %d follows %d", n, c.Sweep[len(c.Sweep)-1])
+			}
+			c.Sweep = append(c.Sweep, n)
+		}
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -82,6 +102,8 @@ type bench struct {
 	self      string    // this executable, re-run as simulate and bare-server
 	serverBin string
 	start     time.Time
+	agents    int    // of the size being measured
+	sizeDir   string // its logs and data directory, in dir
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -117,21 +139,48 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 
-	res := agentsResult{Benchmark: "agents", Agents: cfg.Agents, Processes: (cfg.Agents + cfg.PerChild - 1) / cfg.PerChild,
-		HeartbeatSeconds: cfg.Heartbeat.Seconds(), TargetMemoryRatio: 1.5, TargetStormSeconds: 30}
-	if res.Bare, err = b.runBare(ctx); err != nil {
-		return fmt.Errorf("bare baseline: %w", err)
+	sizes := cfg.Sweep
+	if len(sizes) == 0 {
+		sizes = []int{cfg.Agents}
 	}
-	if res.Hub, res.Storm, err = b.runHub(ctx); err != nil {
-		return fmt.Errorf("hub: %w", err)
+	out := sweepResult{Benchmark: "agents", HeartbeatSeconds: cfg.Heartbeat.Seconds(),
+		TargetMemoryRatio: targetMemoryRatio, TargetStormSeconds: targetStormSeconds}
+	for i, n := range sizes {
+		b.agents = n
+		b.sizeDir = filepath.Join(b.dir, fmt.Sprintf("agents-%d", n))
+		if err := os.Mkdir(b.sizeDir, 0o755); err != nil {
+			return err
+		}
+		storm := i == len(sizes)-1 && !cfg.NoStorm
+		res := agentsResult{Agents: n, Processes: (n + cfg.PerChild - 1) / cfg.PerChild}
+		if res.Bare, err = b.runBare(ctx); err != nil {
+			return fmt.Errorf("bare baseline, %d agents: %w", n, err)
+		}
+		var st stormResult
+		if res.Hub, st, err = b.runHub(ctx, storm); err != nil {
+			return fmt.Errorf("hub, %d agents: %w", n, err)
+		}
+		if storm {
+			res.Storm = &st
+		}
+		res.finish(cfg.Bucket)
+		out.Sizes = append(out.Sizes, res)
+		b.logf("%d agents: RSS per agent %s (hub) against %s (bare), ratio %.2f", n,
+			bytesIEC(res.Hub.RSSPerAgent), bytesIEC(res.Bare.RSSPerAgent), res.RSSRatio)
 	}
-	res.finish(cfg.Bucket)
-	res.print(stdout)
+	out.finish()
+	out.print(stdout)
 	if cfg.JSON != "" {
-		data, _ := json.MarshalIndent(res, "", "  ")
+		data, _ := json.MarshalIndent(out, "", "  ")
 		if err := os.WriteFile(cfg.JSON, append(data, '\n'), 0o644); err != nil {
 			return err
 		}
+	}
+	if cfg.Plot != "" {
+		if err := writePlot(out, cfg.Plot); err != nil {
+			return fmt.Errorf("plot: %w", err)
+		}
+		b.logf("wrote %s", cfg.Plot)
 	}
 	return nil
 }
@@ -143,7 +192,7 @@ func (b *bench) runBare(ctx context.Context) (memoryPhase, error) {
 		return memoryPhase{}, err
 	}
 	srv, err := startChild(childSpec{
-		name: "bare-server", bin: b.self, logPath: filepath.Join(b.dir, "bare-server.log"),
+		name: "bare-server", bin: b.self, logPath: filepath.Join(b.sizeDir, "bare-server.log"),
 		args: []string{"bare-server", "-addr", addr, "-heartbeat", b.cfg.Heartbeat.String()},
 	})
 	if err != nil {
@@ -165,14 +214,15 @@ func (b *bench) runBare(ctx context.Context) (memoryPhase, error) {
 	return phase, err
 }
 
-// runHub measures sortie-server holding the agents, then restarts it under them.
-func (b *bench) runHub(ctx context.Context) (memoryPhase, stormResult, error) {
+// runHub measures sortie-server holding the agents, then, with storm, restarts it under
+// them.
+func (b *bench) runHub(ctx context.Context, storm bool) (memoryPhase, stormResult, error) {
 	addr, err := freePort()
 	if err != nil {
 		return memoryPhase{}, stormResult{}, err
 	}
 	baseURL := "http://" + addr
-	dataDir := filepath.Join(b.dir, "data")
+	dataDir := filepath.Join(b.sizeDir, "data")
 	starts := 0
 	// startServer starts sortie-server and waits until it is healthy. listening receives the
 	// time it said it listens: under a reconnect storm /healthz answers late, as the agents
@@ -181,7 +231,7 @@ func (b *bench) runHub(ctx context.Context) (memoryPhase, stormResult, error) {
 		starts++
 		srv, err := startChild(childSpec{
 			name: "sortie-server", bin: b.serverBin, dropEnvPrefix: "SORTIE_",
-			logPath: filepath.Join(b.dir, fmt.Sprintf("sortie-server-%d.log", starts)),
+			logPath: filepath.Join(b.sizeDir, fmt.Sprintf("sortie-server-%d.log", starts)),
 			args: []string{"--addr", addr, "--data-dir", dataDir, "--log-level", b.cfg.ServerLogLevel,
 				"--hub-heartbeat", b.cfg.Heartbeat.String(), "--token-ttl", b.cfg.TokenTTL.String(),
 				// Every simulated agent dials from 127.0.0.1: lift the per-address caps.
@@ -225,20 +275,26 @@ func (b *bench) runHub(ctx context.Context) (memoryPhase, stormResult, error) {
 	if f != nil {
 		defer f.stop()
 	}
-	if err != nil {
+	if err != nil || !storm {
 		return phase, stormResult{}, err
 	}
 
-	b.logf("hub: restarting sortie-server under %d agents", b.cfg.Agents)
+	b.logf("hub: restarting sortie-server under %d agents", b.agents)
+	return b.storm(ctx, phase, f, &srv, startServer, count)
+}
+
+// storm restarts *srv under the agents of f and measures how they come back.
+func (b *bench) storm(ctx context.Context, phase memoryPhase, f *fleet, srv **child,
+	startServer func(chan<- time.Time) (*child, error), count func(context.Context) (int, error)) (memoryPhase, stormResult, error) {
 	var storm stormResult
 	t0 := time.Now()
-	storm.ShutdownSeconds = srv.stop(30 * time.Second).Seconds()
+	storm.ShutdownSeconds = (*srv).stop(30 * time.Second).Seconds()
 	listening := make(chan time.Time, 1)
 	restarted, err := startServer(listening)
 	if err != nil {
 		return phase, storm, fmt.Errorf("restart: %w", err)
 	}
-	srv = restarted
+	*srv = restarted
 	storm.HealthySeconds = time.Since(t0).Seconds()
 	select {
 	case at := <-listening:
@@ -248,18 +304,18 @@ func (b *bench) runHub(ctx context.Context) (memoryPhase, stormResult, error) {
 	}
 	b.logf("hub: old server exited after %.2fs, new one listening after %.2fs, healthy after %.2fs",
 		storm.ShutdownSeconds, storm.ListeningSeconds, storm.HealthySeconds)
-	all, err := b.waitConnected(ctx, "hub after restart", f, srv, count, b.cfg.StormTimeout)
+	all, err := b.waitConnected(ctx, "hub after restart", f, *srv, count, b.cfg.StormTimeout)
 	if err != nil {
 		return phase, storm, err
 	}
 	storm.AllBackSeconds = all.Sub(t0).Seconds()
-	if storm.ServerCPUSeconds, err = processCPU(srv.pid()); err != nil {
+	if storm.ServerCPUSeconds, err = processCPU((*srv).pid()); err != nil {
 		return phase, storm, err
 	}
 	storm.AllBackAfterListeningSeconds = storm.AllBackSeconds - storm.ListeningSeconds
 	// The simulators' reports trail the server's count by up to their status period.
 	deadline := time.Now().Add(10 * time.Second)
-	for len(f.reconnectsSince(t0)) < b.cfg.Agents && time.Now().Before(deadline) {
+	for len(f.reconnectsSince(t0)) < b.agents && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	for _, e := range f.reconnectsSince(t0) {
@@ -277,14 +333,14 @@ func (b *bench) holdAgents(ctx context.Context, name string, srv *child, baseURL
 	if phase.Before, err = measureMemory(ctx, srv.pid(), baseURL); err != nil {
 		return nil, phase, err
 	}
-	spec.agents, spec.perChild, spec.dialConcurrency = b.cfg.Agents, b.cfg.PerChild, b.cfg.DialConcurrency
+	spec.agents, spec.perChild, spec.dialConcurrency = b.agents, b.cfg.PerChild, b.cfg.DialConcurrency
 	b.logf("%s: connecting %d agents", name, spec.agents)
 	cpu0, err := processCPU(srv.pid())
 	if err != nil {
 		return nil, phase, err
 	}
 	start := time.Now()
-	f, err := startFleet(b.self, b.dir, spec)
+	f, err := startFleet(b.self, b.sizeDir, spec)
 	if err != nil {
 		return nil, phase, err
 	}
@@ -323,10 +379,10 @@ func (b *bench) waitConnected(ctx context.Context, name string, f *fleet, srv *c
 	for {
 		n, err := count(ctx)
 		now := time.Now()
-		if err == nil && n == b.cfg.Agents && allAt.IsZero() {
+		if err == nil && n == b.agents && allAt.IsZero() {
 			allAt = now
 		}
-		if !allAt.IsZero() && f.connectedTotal() == b.cfg.Agents {
+		if !allAt.IsZero() && f.connectedTotal() == b.agents {
 			return allAt, nil
 		}
 		switch {
@@ -336,9 +392,9 @@ func (b *bench) waitConnected(ctx context.Context, name string, f *fleet, srv *c
 			return allAt, f.failed()
 		case now.After(deadline):
 			return allAt, fmt.Errorf("%s: after %s the server counts %d streams (%v) and the simulators %d, of %d (%s)",
-				name, timeout, n, err, f.connectedTotal(), b.cfg.Agents, f.streamErrors())
+				name, timeout, n, err, f.connectedTotal(), b.agents, f.streamErrors())
 		case now.Sub(lastLog) >= 5*time.Second:
-			b.logf("%s: server counts %d, simulators %d of %d (%s)", name, n, f.connectedTotal(), b.cfg.Agents, f.streamErrors())
+			b.logf("%s: server counts %d, simulators %d of %d (%s)", name, n, f.connectedTotal(), b.agents, f.streamErrors())
 			lastLog = now
 		}
 		select {

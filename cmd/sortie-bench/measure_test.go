@@ -1,6 +1,10 @@
 package main
 
 import (
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +61,7 @@ func TestPercentileAndMedian(t *testing.T) {
 
 func TestHistogram(t *testing.T) {
 	t.Parallel()
-	r := agentsResult{Storm: stormResult{times: []float64{0.2, 1.5, 1.7, 3.9}}}
+	r := agentsResult{Storm: &stormResult{times: []float64{0.2, 1.5, 1.7, 3.9}}}
 	r.finish(time.Second)
 	want := []bucket{{From: 0, To: 1, Agents: 1}, {From: 1, To: 2, Agents: 2}, {From: 2, To: 3, Agents: 0}, {From: 3, To: 4, Agents: 1}}
 	if diff := cmp.Diff(want, r.Storm.Histogram); diff != "" {
@@ -65,5 +69,68 @@ func TestHistogram(t *testing.T) {
 	}
 	if r.Storm.Reported != 4 || r.Storm.Max != 3.9 {
 		t.Errorf("reported %d, max %v; want 4, 3.9", r.Storm.Reported, r.Storm.Max)
+	}
+}
+
+func TestSweepFlag(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseAgentsConfig([]string{"-sweep", "1000, 5000,19000"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]int{1000, 5000, 19000}, cfg.Sweep); diff != "" {
+		t.Errorf("sweep (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{"1000,x", "5000,1000", "0", "1000,1000"} {
+		if _, err := parseAgentsConfig([]string{"-sweep", bad}, io.Discard); err == nil || !strings.Contains(err.Error(), "-sweep") {
+			t.Errorf("-sweep %s: %v, want an error naming -sweep", bad, err)
+		}
+	}
+}
+
+// TestSweepReport: the table has a row per size with its ratio, a missed target says so,
+// and the plot is a PNG of the size asked for.
+func TestSweepReport(t *testing.T) {
+	t.Parallel()
+	size := func(n int, hub, bare float64) agentsResult {
+		r := agentsResult{Agents: n, Processes: 1}
+		r.Hub.After = memory{RSS: hub * float64(n), HeapInuse: hub / 2 * float64(n), Goroutines: 3 * float64(n)}
+		r.Bare.After = memory{RSS: bare * float64(n), HeapInuse: bare / 2 * float64(n), Goroutines: 3 * float64(n)}
+		r.Hub.perAgent(n)
+		r.Bare.perAgent(n)
+		r.finish(time.Second)
+		return r
+	}
+	res := sweepResult{Benchmark: "agents", HeartbeatSeconds: 20, TargetMemoryRatio: targetMemoryRatio,
+		Sizes: []agentsResult{size(1000, 60<<10, 50<<10), size(5000, 55<<10, 50<<10), size(10000, 70<<10, 50<<10)}}
+	res.finish()
+	var out strings.Builder
+	res.print(&out)
+	for _, want := range []string{"    1000   60.0 KiB   50.0 KiB    1.20", "   10000   70.0 KiB   50.0 KiB    1.40   35.0 KiB   25.0 KiB    1.40    3.0 / 3.0  RSS target MISSED", "3.0 / 3.0"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if res.MemoryWithinTarget {
+		t.Error("memory_within_target with a size over the target")
+	}
+	path := filepath.Join(t.TempDir(), "memory.png")
+	if err := writePlot(res, path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("the plot is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 500 || b.Dy() < 300 {
+		t.Errorf("plot of %dx%d pixels, want a readable size", b.Dx(), b.Dy())
+	}
+	if err := writePlot(res, filepath.Join(t.TempDir(), "memory.svg")); err == nil {
+		t.Error("writePlot to a .svg name: no error")
 	}
 }

@@ -8,22 +8,40 @@ import (
 	"time"
 )
 
-// agentsResult is the outcome of `sortie-bench agents`, as printed and as JSON.
+// Targets of the agents benchmark: RSS per idle agent against the bare server's, and the
+// time until every agent is back after a restart.
+const (
+	targetMemoryRatio  = 1.2
+	targetStormSeconds = 30
+)
+
+// sweepResult is the outcome of `sortie-bench agents`, as printed and as JSON: one
+// agentsResult per agent count, the last with the reconnect storm.
+type sweepResult struct {
+	Benchmark          string         `json:"benchmark"`
+	HeartbeatSeconds   float64        `json:"heartbeat_seconds"`
+	TargetMemoryRatio  float64        `json:"target_memory_ratio"`
+	TargetStormSeconds float64        `json:"target_storm_seconds"`
+	Sizes              []agentsResult `json:"sizes"`
+	// MemoryWithinTarget holds when the RSS ratio is within target at every size.
+	MemoryWithinTarget bool `json:"memory_within_target"`
+}
+
+// agentsResult is the outcome at one agent count.
 type agentsResult struct {
-	Benchmark          string      `json:"benchmark"`
-	Agents             int         `json:"agents"`
-	Processes          int         `json:"simulator_processes"`
-	HeartbeatSeconds   float64     `json:"heartbeat_seconds"`
-	Hub                memoryPhase `json:"hub"`
-	Bare               memoryPhase `json:"bare"`
-	RSSRatio           float64     `json:"rss_per_agent_ratio"`
-	HeapRatio          float64     `json:"heap_per_agent_ratio"`
-	StackRatio         float64     `json:"stack_per_agent_ratio"`
-	TargetMemoryRatio  float64     `json:"target_memory_ratio"`
-	MemoryWithinTarget bool        `json:"memory_within_target"` // RSS and heap ratios both
-	StormWithinTarget  bool        `json:"storm_within_target"`
-	Storm              stormResult `json:"reconnect_storm"`
-	TargetStormSeconds float64     `json:"target_storm_seconds"`
+	Agents     int         `json:"agents"`
+	Processes  int         `json:"simulator_processes"`
+	Hub        memoryPhase `json:"hub"`
+	Bare       memoryPhase `json:"bare"`
+	RSSRatio   float64     `json:"rss_per_agent_ratio"`
+	HeapRatio  float64     `json:"heap_per_agent_ratio"`
+	StackRatio float64     `json:"stack_per_agent_ratio"`
+	// HubGoroutines and BareGoroutines are the goroutines each server added per agent.
+	HubGoroutines      float64      `json:"hub_goroutines_per_agent"`
+	BareGoroutines     float64      `json:"bare_goroutines_per_agent"`
+	MemoryWithinTarget bool         `json:"memory_within_target"` // the RSS ratio
+	Storm              *stormResult `json:"reconnect_storm,omitempty"`
+	StormWithinTarget  bool         `json:"storm_within_target,omitempty"`
 }
 
 // memoryPhase is one server's memory before and after the agents connected.
@@ -87,9 +105,14 @@ func (r *agentsResult) finish(width time.Duration) {
 	r.RSSRatio = ratio(r.Hub.RSSPerAgent, r.Bare.RSSPerAgent)
 	r.HeapRatio = ratio(r.Hub.HeapPerAgent, r.Bare.HeapPerAgent)
 	r.StackRatio = ratio(r.Hub.StackPerAgent, r.Bare.StackPerAgent)
-	r.MemoryWithinTarget = r.RSSRatio > 0 && r.RSSRatio <= r.TargetMemoryRatio && r.HeapRatio > 0 && r.HeapRatio <= r.TargetMemoryRatio
-	r.StormWithinTarget = r.Storm.AllBackSeconds > 0 && r.Storm.AllBackSeconds <= r.TargetStormSeconds
-	s := &r.Storm
+	r.HubGoroutines = (r.Hub.After.Goroutines - r.Hub.Before.Goroutines) / float64(r.Agents)
+	r.BareGoroutines = (r.Bare.After.Goroutines - r.Bare.Before.Goroutines) / float64(r.Agents)
+	r.MemoryWithinTarget = r.RSSRatio > 0 && r.RSSRatio <= targetMemoryRatio
+	s := r.Storm
+	if s == nil {
+		return
+	}
+	r.StormWithinTarget = s.AllBackSeconds > 0 && s.AllBackSeconds <= targetStormSeconds
 	t := sortedCopy(s.times)
 	s.Reported = len(t)
 	s.P50, s.P90, s.P99 = percentile(t, 50), percentile(t, 90), percentile(t, 99)
@@ -106,16 +129,42 @@ func (r *agentsResult) finish(width time.Duration) {
 	}
 }
 
+func (r *sweepResult) finish() {
+	r.MemoryWithinTarget = len(r.Sizes) > 0
+	for _, s := range r.Sizes {
+		r.MemoryWithinTarget = r.MemoryWithinTarget && s.MemoryWithinTarget
+	}
+}
+
+func (r *sweepResult) print(w io.Writer) {
+	fmt.Fprintf(w, "\nsortie-bench agents: simulated agents in child processes, one TCP connection each, heartbeat %gs\n\n", r.HeartbeatSeconds)
+	const row = "%8s %10s %10s %7s %10s %10s %7s %12s  %s\n"
+	fmt.Fprintf(w, "idle memory per agent (RSS and Go heap in use), sortie hub against a bare connect-go server\n")
+	fmt.Fprintf(w, row, "agents", "hub RSS", "bare RSS", "ratio", "hub heap", "bare heap", "ratio", "goroutines", "")
+	for _, s := range r.Sizes {
+		verdict := ""
+		if !s.MemoryWithinTarget {
+			verdict = "RSS target MISSED"
+		}
+		fmt.Fprintf(w, row, fmt.Sprint(s.Agents), bytesIEC(s.Hub.RSSPerAgent), bytesIEC(s.Bare.RSSPerAgent), fmt.Sprintf("%.2f", s.RSSRatio),
+			bytesIEC(s.Hub.HeapPerAgent), bytesIEC(s.Bare.HeapPerAgent), fmt.Sprintf("%.2f", s.HeapRatio),
+			fmt.Sprintf("%.1f / %.1f", s.HubGoroutines, s.BareGoroutines), verdict)
+	}
+	fmt.Fprintf(w, "(target: RSS ratio <= %.2f; goroutines: hub / bare, per agent)\n", r.TargetMemoryRatio)
+	if len(r.Sizes) > 0 {
+		r.Sizes[len(r.Sizes)-1].print(w)
+	}
+}
+
 func (r *agentsResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\nsortie-bench agents: %d simulated agents in %d process(es), one TCP connection each, heartbeat %gs\n\n",
-		r.Agents, r.Processes, r.HeartbeatSeconds)
+	fmt.Fprintf(w, "\n%d agents in %d simulator process(es):\n", r.Agents, r.Processes)
 	const row = "%-32s %22s %22s %7s %8s\n"
+	target := fmt.Sprintf("<= %.1f", targetMemoryRatio)
 	fmt.Fprintf(w, row, "idle memory", "sortie hub", "bare connect-go", "ratio", "target")
-	fmt.Fprintf(w, row, "  RSS per agent", bytesIEC(r.Hub.RSSPerAgent), bytesIEC(r.Bare.RSSPerAgent), fmt.Sprintf("%.2f", r.RSSRatio), "<= 1.5")
-	fmt.Fprintf(w, row, "  Go heap in use per agent", bytesIEC(r.Hub.HeapPerAgent), bytesIEC(r.Bare.HeapPerAgent), fmt.Sprintf("%.2f", r.HeapRatio), "<= 1.5")
+	fmt.Fprintf(w, row, "  RSS per agent", bytesIEC(r.Hub.RSSPerAgent), bytesIEC(r.Bare.RSSPerAgent), fmt.Sprintf("%.2f", r.RSSRatio), target)
+	fmt.Fprintf(w, row, "  Go heap in use per agent", bytesIEC(r.Hub.HeapPerAgent), bytesIEC(r.Bare.HeapPerAgent), fmt.Sprintf("%.2f", r.HeapRatio), "")
 	fmt.Fprintf(w, row, "  goroutine stacks per agent", bytesIEC(r.Hub.StackPerAgent), bytesIEC(r.Bare.StackPerAgent), fmt.Sprintf("%.2f", r.StackRatio), "")
-	fmt.Fprintf(w, row, "  goroutines per agent", fmt.Sprintf("%.1f", (r.Hub.After.Goroutines-r.Hub.Before.Goroutines)/float64(r.Agents)),
-		fmt.Sprintf("%.1f", (r.Bare.After.Goroutines-r.Bare.Before.Goroutines)/float64(r.Agents)), "", "")
+	fmt.Fprintf(w, row, "  goroutines per agent", fmt.Sprintf("%.1f", r.HubGoroutines), fmt.Sprintf("%.1f", r.BareGoroutines), "", "")
 	fmt.Fprintf(w, row, "  RSS before -> with agents", bytesIEC(r.Hub.Before.RSS)+" -> "+bytesIEC(r.Hub.After.RSS),
 		bytesIEC(r.Bare.Before.RSS)+" -> "+bytesIEC(r.Bare.After.RSS), "", "")
 	fmt.Fprintf(w, row, "  heap before -> with agents", bytesIEC(r.Hub.Before.HeapInuse)+" -> "+bytesIEC(r.Hub.After.HeapInuse),
@@ -126,11 +175,14 @@ func (r *agentsResult) print(w io.Writer) {
 	fmt.Fprintln(w)
 
 	s := r.Storm
+	if s == nil {
+		return
+	}
 	fmt.Fprintf(w, "%-40s %10s %8s\n", "reconnect storm (from SIGTERM)", "seconds", "target")
 	fmt.Fprintf(w, "%-40s %10.2f\n", "  old server exited", s.ShutdownSeconds)
 	fmt.Fprintf(w, "%-40s %10.2f\n", "  new server listening", s.ListeningSeconds)
 	fmt.Fprintf(w, "%-40s %10.2f\n", "  new server answered /healthz", s.HealthySeconds)
-	verdict := "<= 30"
+	verdict := fmt.Sprintf("<= %d", targetStormSeconds)
 	if !r.StormWithinTarget {
 		verdict += " MISSED"
 	}
