@@ -105,6 +105,8 @@ done
 step "benchmarks (one short pass so they keep working; see README for real runs)"
 go test -run '^$' -bench . -benchtime 200x $(go list ./... | grep -v /e2e/)
 go run ./cmd/sortie-bench pipelines -pipelines 50 -json "$before/pipelines.json"
+# 200 idle agents, their memory against the bare server, the reconnect storm, the plot: seconds.
+go run ./cmd/sortie-bench agents -agents 200 -settle 1s -json "$before/agents.json" -plot "$before/agents.png"
 go test -run '^$' -bench Latency -benchtime 3x ./e2e/pipelines
 go run ./cmd/sortie-bench commands -sizes 10,100 -requests 100 -json "$before/commands.json"
 go test -run '^$' -bench Inventory -benchtime 1x ./e2e/inventory -args -objects 1000 -reads 20

@@ -39,10 +39,12 @@ type stream struct {
 	// past) and cuts a stuck write (a write deadline in the past). nil when Connect is mounted
 	// without Hub.Handler: a goroutine then reads (in), and a stuck write lasts until the
 	// connection ends.
-	rc        *http.ResponseController
-	in        <-chan received
-	principal identity.Principal // checked again by the credential loop
-	stop      chan struct{}      // closed (under Hub.mu) when the hub decides to close the stream
+	rc         *http.ResponseController
+	in         <-chan received
+	readerStop chan struct{}      // closed once Connect is done, with in
+	principal  identity.Principal // checked again by the credential loop
+	expiry     *time.Timer        // ends the stream when its token expires
+	stop       chan struct{}      // closed (under Hub.mu) when the hub decides to close the stream
 
 	// writer is the right to write to bs: holding it means having sent into it. A channel
 	// rather than a mutex, so that a command waiting to be written gives up with its context.
@@ -129,10 +131,36 @@ func expectsReconnect(reason hubv1.Goodbye_Reason) bool {
 // Connect implements hubv1connect.AgentHubServiceHandler. The caller (gateway) has already
 // verified the token and checked scope connect:agentHub; the principal is in ctx
 // (identity.PrincipalFrom).
+//
+// Its goroutine lives as long as the stream, so its stack is kept small: Connect's own frame
+// is small, and the deep one-time work (validating the Hello, registering the stream,
+// handling inventory) runs aside, on a short-lived goroutine, so that it does not double
+// the stack of every idle agent's handler for the stream's whole life.
 func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse]) error {
+	s, err := h.open(ctx, bs)
+	if s == nil {
+		return err
+	}
+	defer h.finish(s)
+	return h.serve(ctx, s)
+}
+
+// aside runs f on a goroutine of its own and waits for it (see Connect).
+func aside(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
+}
+
+// open admits a new stream, waits for its Hello, registers it and writes its Welcome. It
+// returns nil and what Connect returns when the stream ends before that.
+func (h *Hub) open(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectRequest, hubv1.ConnectResponse]) (*stream, error) {
 	principal, ok := identity.PrincipalFrom(ctx)
 	if !ok || principal.OrgID == "" || principal.EnvID == "" {
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("the stream carries no verified token"))
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("the stream carries no verified token"))
 	}
 	tenant := principal.Tenant()
 	ip := peerIP(bs.Peer().Addr)
@@ -145,62 +173,55 @@ func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectR
 	h.mu.Lock()
 	if h.shuttingDown {
 		h.mu.Unlock()
-		return connect.NewError(connect.CodeUnavailable, errors.New("the hub is shutting down; reconnect"))
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the hub is shutting down; reconnect"))
 	}
 	if max := h.cfg.MaxStreamsPerIP; max > 0 && h.streamsByIP[ip] >= max {
 		h.mu.Unlock()
 		h.m.refusedStreams.Inc()
 		log.Warn("agent stream refused: too many from one address", "tenant", tenant.String(), "ip", ip, "max", max)
-		return connect.NewError(connect.CodeResourceExhausted,
+		return nil, connect.NewError(connect.CodeResourceExhausted,
 			fmt.Errorf("too many agent streams from %s: this hub takes at most %d per address", ip, max))
 	}
 	h.streamsByIP[ip]++
-	defer func() {
-		h.mu.Lock()
-		if h.streamsByIP[ip]--; h.streamsByIP[ip] <= 0 {
-			delete(h.streamsByIP, ip)
-		}
-		h.mu.Unlock()
-	}()
 	h.streamsWG.Add(1)
 	var in chan received
+	var readerStop chan struct{}
 	if rc == nil {
 		// The reader ends once Connect has returned and connect-go has closed the request
 		// body.
-		in = make(chan received)
-		readerStop := make(chan struct{})
-		defer close(readerStop)
+		in, readerStop = make(chan received), make(chan struct{})
 		h.readersWG.Go(func() { readLoop(bs, in, readerStop) })
 	} else {
 		h.hellos[rc] = struct{}{} // shutdown wakes it
 	}
 	h.mu.Unlock()
-	defer h.streamsWG.Done()
 
 	hello, err := h.awaitHello(ctx, log, tenant, bs, rc, in, helloBy)
-	if rc != nil {
-		h.mu.Lock()
-		delete(h.hellos, rc)
-		h.mu.Unlock()
-	}
+	h.mu.Lock()
+	delete(h.hellos, rc)
 	if hello == nil {
-		return err
+		h.leaveLocked(ip, readerStop)
+	}
+	h.mu.Unlock()
+	if hello == nil {
+		return nil, err
 	}
 	if rc != nil {
 		_ = rc.SetReadDeadline(time.Time{})
 	}
 	now := h.now()
 	s := &stream{
-		id:        uuid.NewString(),
-		key:       agentKey{tenant: tenant, agent: hello.AgentIdentifier},
-		bs:        bs,
-		rc:        rc,
-		in:        in,
-		principal: principal,
-		stop:      make(chan struct{}),
-		writer:    make(chan struct{}, 1),
-		inflight:  map[*pending]struct{}{},
-		slot:      -1,
+		id:         uuid.NewString(),
+		key:        agentKey{tenant: tenant, agent: hello.AgentIdentifier},
+		bs:         bs,
+		rc:         rc,
+		in:         in,
+		readerStop: readerStop,
+		principal:  principal,
+		stop:       make(chan struct{}),
+		writer:     make(chan struct{}, 1),
+		inflight:   map[*pending]struct{}{},
+		slot:       -1,
 	}
 	s.lastHeard.Store(h.mono())
 	s.agent = Agent{
@@ -224,34 +245,52 @@ func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectR
 	// The Welcome is written first, ahead of any command routed once registered: those wait
 	// for the writer this handler holds.
 	s.writer <- struct{}{}
-	h.register(s)
-	werr := s.send(h, &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Welcome{Welcome: &hubv1.Welcome{
-		HubInstanceUuid:   h.id,
-		StreamId:          s.id,
-		HeartbeatInterval: durationpb.New(h.cfg.HeartbeatInterval),
-		MaxMessageBytes:   int64(h.cfg.MaxMessageBytes),
-	}}})
+	var werr error
+	aside(func() {
+		h.register(s)
+		werr = s.send(h, &hubv1.ConnectResponse{Message: &hubv1.ConnectResponse_Welcome{Welcome: &hubv1.Welcome{
+			HubInstanceUuid:   h.id,
+			StreamId:          s.id,
+			HeartbeatInterval: durationpb.New(h.cfg.HeartbeatInterval),
+			MaxMessageBytes:   int64(h.cfg.MaxMessageBytes),
+		}}})
+	})
 	s.release()
 	if werr != nil {
 		h.writeFailed(s, werr)
 	}
 	if !principal.ExpiresAt.IsZero() {
 		// A timer, not a wheel slot: expiry acts on time even while a write blocks.
-		t := time.AfterFunc(principal.ExpiresAt.Sub(h.now()), func() {
+		s.expiry = time.AfterFunc(principal.ExpiresAt.Sub(h.now()), func() {
 			h.closeWith(s, hubv1.Goodbye_REASON_TOKEN_EXPIRED, "the stream's token expired; reconnect with a new token")
 		})
-		defer t.Stop()
 	}
+	return s, nil
+}
 
-	err = h.serve(ctx, s)
+// leaveLocked undoes the admission of a stream from ip.
+func (h *Hub) leaveLocked(ip string, readerStop chan struct{}) {
+	if h.streamsByIP[ip]--; h.streamsByIP[ip] <= 0 {
+		delete(h.streamsByIP, ip)
+	}
+	if readerStop != nil {
+		close(readerStop)
+	}
+	h.streamsWG.Done()
+}
 
+// finish closes s once serve returned: it says Goodbye once the write under way, if any, is
+// done (an agent that does not read gets closeGrace, then the HTTP/2 stream is reset), and
+// unregisters s.
+func (h *Hub) finish(s *stream) {
 	h.mu.Lock()
 	h.beginCloseLocked(s, nil)
 	h.mu.Unlock()
-	// Say Goodbye once the write under way, if any, is done; an agent that does not read gets
-	// closeGrace, then the HTTP/2 stream is reset.
-	if rc != nil {
-		_ = rc.SetWriteDeadline(time.Now().Add(h.closeGrace()))
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	if s.rc != nil {
+		_ = s.rc.SetWriteDeadline(time.Now().Add(h.closeGrace()))
 	}
 	s.writer <- struct{}{} // kept: nothing is written after the Goodbye
 	s.writesDone = true
@@ -261,7 +300,9 @@ func (h *Hub) Connect(ctx context.Context, bs *connect.BidiStream[hubv1.ConnectR
 		}
 	}
 	h.unregister(s)
-	return err
+	h.mu.Lock()
+	h.leaveLocked(s.agent.IPAddress, s.readerStop)
+	h.mu.Unlock()
 }
 
 // streamLog is a stream's logger: the hub's, with the stream's attributes added to each
@@ -414,7 +455,9 @@ func (h *Hub) awaitHello(ctx context.Context, log *slog.Logger, tenant store.Ten
 		case nil:
 			log.Debug("ignoring a message of an unknown kind before the Hello", "tenant", tenant.String())
 		case *hubv1.ConnectRequest_Hello:
-			if msg := checkHello(m.Hello); msg != "" {
+			var msg string
+			aside(func() { msg = checkHello(m.Hello) })
+			if msg != "" {
 				return nil, protocolError("%s", msg)
 			}
 			return m.Hello, nil
@@ -566,13 +609,15 @@ func (h *Hub) handle(s *stream, msg *hubv1.ConnectRequest) (done bool, err error
 	case *hubv1.ConnectRequest_CommandResult:
 		h.deliver(s, m.CommandResult)
 	case *hubv1.ConnectRequest_InventorySnapshot:
-		if v := h.snapshotChunk(s, m.InventorySnapshot); v != "" {
+		var v string
+		aside(func() { v = h.snapshotChunk(s, m.InventorySnapshot) })
+		if v != "" {
 			return true, h.closeWith(s, hubv1.Goodbye_REASON_PROTOCOL_ERROR, v)
 		}
 	case *hubv1.ConnectRequest_InventoryDelta:
-		h.applyDelta(s, m.InventoryDelta)
+		aside(func() { h.applyDelta(s, m.InventoryDelta) })
 	case *hubv1.ConnectRequest_ResourceEvent:
-		h.applyEvent(s, m.ResourceEvent)
+		aside(func() { h.applyEvent(s, m.ResourceEvent) })
 	case *hubv1.ConnectRequest_Goodbye:
 		s.log.Info("agent said goodbye", "reason", m.Goodbye.GetReason().String(), "detail", m.Goodbye.GetMessage())
 		h.mu.Lock()
