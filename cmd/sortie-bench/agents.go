@@ -39,6 +39,7 @@ type agentsConfig struct {
 	Sweep           []int  // agent counts to measure memory at, each on fresh processes; nil: Agents alone
 	NoStorm         bool   // skip the reconnect storm
 	Plot            string // PNG of memory per agent against agents
+	PlotFrom        string // JSON of an earlier run to plot instead of running
 }
 
 func parseAgentsConfig(args []string, stderr io.Writer) (agentsConfig, error) {
@@ -62,6 +63,7 @@ func parseAgentsConfig(args []string, stderr io.Writer) (agentsConfig, error) {
 		"and the reconnect storm at the last; overrides -agents")
 	fs.BoolVar(&c.NoStorm, "no-storm", false, "measure idle memory only, without the reconnect storm")
 	fs.StringVar(&c.Plot, "plot", "", "write a PNG plot of memory per agent against the agent count to this file")
+	fs.StringVar(&c.PlotFrom, "plot-from", "", "only draw -plot from the -json file of an earlier run")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: sortie-bench agents [flags]\n\n"+
 			"Measures the memory per idle agent held by sortie-server against bare connect-go streams,\n"+
@@ -116,6 +118,9 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfg, err := parseAgentsConfig(args, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.PlotFrom != "" {
+		return replot(cfg.PlotFrom, cfg.Plot)
 	}
 	b := &bench{cfg: cfg, log: stderr, start: time.Now()}
 	if b.self, err = os.Executable(); err != nil {
@@ -183,6 +188,22 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		b.logf("wrote %s", cfg.Plot)
 	}
 	return nil
+}
+
+// replot draws the plot of the results in the JSON file from.
+func replot(from, to string) error {
+	if to == "" {
+		return errors.New("-plot-from needs -plot")
+	}
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	var r sweepResult
+	if err := json.Unmarshal(data, &r); err != nil || len(r.Sizes) == 0 {
+		return fmt.Errorf("%s is not the -json of a sortie-bench agents run (%v)", from, err)
+	}
+	return writePlot(r, to)
 }
 
 // runBare measures bare-server holding the agents' streams.

@@ -23,8 +23,14 @@ func writePlot(r sweepResult, path string) error {
 	p.X.Label.Text = "agents held by one server process"
 	p.Y.Label.Text = "KiB per agent"
 	p.Y.Min = 0
+	top, ticks := 0.0, make([]plot.Tick, 0, len(r.Sizes))
+	for _, s := range r.Sizes {
+		top = max(top, s.Hub.RSSPerAgent, s.Bare.RSSPerAgent, r.TargetMemoryRatio*s.Bare.RSSPerAgent)
+		ticks = append(ticks, plot.Tick{Value: float64(s.Agents), Label: fmt.Sprint(s.Agents)})
+	}
+	p.Y.Max = 1.6 * top / 1024 // room for the legend above the lines
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
 	p.Legend.Top = true
-	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
 
 	kib := func(f func(agentsResult) float64) plotter.XYs {
