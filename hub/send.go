@@ -122,10 +122,12 @@ func (h *Hub) send(ctx context.Context, t store.Tenant, agent string, cmd *hubv1
 	if cmd == nil {
 		return nil, errors.New("hub: Send needs a command")
 	}
-	cmd = proto.CloneOf(cmd)
-	if !ValidIdentifier(agent) {
+	// An identifier with a stream here passed the Hello's rules; only another one needs
+	// checking (by CEL programs: most of Send's own cost if run every time).
+	if !h.holds(agentKey{tenant: t, agent: agent}) && !ValidIdentifier(agent) {
 		return nil, &notConnectedError{agent: agent}
 	}
+	cmd = proto.CloneOf(cmd)
 	if cmd.Id == "" {
 		cmd.Id = uuid.NewString()
 	} else if len(cmd.Id) > maxCommandIDLength {
@@ -172,6 +174,14 @@ func (h *Hub) send(ctx context.Context, t store.Tenant, agent string, cmd *hubv1
 		h.route(ctx, p)
 	}
 	return h.wait(ctx, p)
+}
+
+// holds reports whether an open stream of k is registered here.
+func (h *Hub) holds(k agentKey) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.agentLocked(k, false)
+	return st != nil && len(st.streams) > 0
 }
 
 // route finds a home for a command no local stream took: another replica holding the agent,
