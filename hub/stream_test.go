@@ -330,3 +330,101 @@ func TestMaxStreamsPerIP(t *testing.T) {
 	fourth := dial(t, hs.URL, tok, agentOptions{})
 	fourth.hello("capped")
 }
+
+// TestHeartbeatTimeout: the hub keeps sending Heartbeats to an agent that reads but sends
+// nothing, and after three silent intervals ends its stream with Goodbye HEARTBEAT_TIMEOUT,
+// while an agent that keeps sending heartbeats on the same hub stays.
+func TestHeartbeatTimeout(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t, time.Hour)
+	const interval = 300 * time.Millisecond
+	hs := startHub(t, iss, Config{HeartbeatInterval: interval}, serverOptions{})
+	alive := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
+	alive.hello("alive")
+	alive.startReading()
+	stopBeating := make(chan struct{})
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		tick := time.NewTicker(interval / 2)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopBeating:
+				return
+			case <-tick.C:
+				_ = alive.send(&hubv1.ConnectRequest{Message: &hubv1.ConnectRequest_Heartbeat{Heartbeat: &hubv1.Heartbeat{}}})
+			}
+		}
+	}()
+	defer func() { close(stopBeating); <-beating }()
+
+	silent := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{})
+	silent.hello("silent")
+	silent.startReading()
+	heartbeats := 0
+	for heartbeats < 2 {
+		select {
+		case m := <-silent.in:
+			if m.GetHeartbeat() == nil {
+				t.Fatalf("got %v before two Heartbeats, want Heartbeats", m)
+			}
+			heartbeats++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d Heartbeats from the hub in 10s, want 2", heartbeats)
+		}
+	}
+	silent.expectGoodbye(hubv1.Goodbye_REASON_HEARTBEAT_TIMEOUT, "(3 heartbeat intervals)", connect.CodeDeadlineExceeded)
+	if got := agentsOf(t, hs.hub, tenantA, "silent"); len(got) != 0 {
+		t.Errorf("the silent agent is still listed: %+v", got)
+	}
+	if got := agentsOf(t, hs.hub, tenantA, "alive"); len(got) != 1 {
+		t.Errorf("the agent sending heartbeats is listed %d times, want once", len(got))
+	}
+	if n := hs.metric(t, "sortie_hub_streams_closed_total", "reason", "heartbeat_timeout"); n != 1 {
+		t.Errorf("streams closed for heartbeat_timeout = %v, want 1", n)
+	}
+}
+
+// TestStuckWrite: a write the agent does not read for three heartbeat intervals is cut, and
+// the stream ends as too slow, although the agent keeps sending heartbeats; the command on
+// the wire fails with ErrStreamLost, marked as of unknown outcome.
+func TestStuckWrite(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t, time.Hour)
+	const interval = 200 * time.Millisecond
+	hs := startHub(t, iss, Config{HeartbeatInterval: interval}, serverOptions{})
+	a := dial(t, hs.URL, iss.token(t, tenantA), agentOptions{smallWindow: true})
+	a.helloWithoutReading("stuck")
+	stopBeating := make(chan struct{})
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		tick := time.NewTicker(interval / 2)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopBeating:
+				return
+			case <-tick.C:
+				if a.send(&hubv1.ConnectRequest{Message: &hubv1.ConnectRequest_Heartbeat{Heartbeat: &hubv1.Heartbeat{}}}) != nil {
+					return
+				}
+			}
+		}
+	}()
+	defer func() { close(stopBeating); <-beating }()
+
+	_, err := hs.hub.Send(context.Background(), tenantA, "stuck", &hubv1.Command{Id: "big",
+		Action: &hubv1.Command_Apply{Apply: &hubv1.ApplyAction{Manifests: randomBytes(256 << 10)}}})
+	if !errors.Is(err, ErrStreamLost) || !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("Send of a command the agent never reads: %v, want ErrStreamLost and ErrOutcomeUnknown", err)
+	}
+	eventually(t, 5*time.Second, "the stuck agent to be unlisted", func() bool { return len(agentsOf(t, hs.hub, tenantA, "stuck")) == 0 })
+	if n := hs.metric(t, "sortie_hub_dropped_streams_total"); n != 1 {
+		t.Errorf("sortie_hub_dropped_streams_total = %v, want 1", n)
+	}
+	if n := hs.metric(t, "sortie_hub_streams_closed_total", "reason", "too_slow"); n != 1 {
+		t.Errorf("streams closed as too_slow = %v, want 1", n)
+	}
+}
