@@ -108,6 +108,33 @@ type bench struct {
 	sizeDir   string // its logs and data directory, in dir
 }
 
+// prepare makes the run's temporary directory, finds this executable (re-run as simulate
+// and bare-server) and builds sortie-server into the directory unless serverBin names one.
+// cleanup removes the directory, or with keep says where it is.
+func (b *bench) prepare(ctx context.Context, keep bool, serverBin string) (cleanup func(), err error) {
+	if b.self, err = os.Executable(); err != nil {
+		return nil, err
+	}
+	if b.dir, err = os.MkdirTemp("", "sortie-bench-"); err != nil {
+		return nil, err
+	}
+	cleanup = func() { os.RemoveAll(b.dir) }
+	if keep {
+		cleanup = func() { b.logf("kept %s", b.dir) }
+	}
+	if b.serverBin = serverBin; b.serverBin == "" {
+		b.serverBin = filepath.Join(b.dir, "sortie-server")
+		b.logf("building sortie-server")
+		build := exec.CommandContext(ctx, "go", "build", "-o", b.serverBin, "github.com/sortie-dev/sortie/cmd/sortie-server")
+		build.Stdout, build.Stderr = b.log, b.log
+		if err := build.Run(); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("build sortie-server (run from the module, or pass -server-bin): %w", err)
+		}
+	}
+	return cleanup, nil
+}
+
 func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.log, "[%6.1fs] "+format+"\n", append([]any{time.Since(b.start).Seconds()}, args...)...)
 }
@@ -123,26 +150,11 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return replot(cfg.PlotFrom, cfg.Plot)
 	}
 	b := &bench{cfg: cfg, log: stderr, start: time.Now()}
-	if b.self, err = os.Executable(); err != nil {
+	cleanup, err := b.prepare(ctx, cfg.Keep, cfg.ServerBin)
+	if err != nil {
 		return err
 	}
-	if b.dir, err = os.MkdirTemp("", "sortie-bench-"); err != nil {
-		return err
-	}
-	if cfg.Keep {
-		defer b.logf("kept %s", b.dir)
-	} else {
-		defer os.RemoveAll(b.dir)
-	}
-	if b.serverBin = cfg.ServerBin; b.serverBin == "" {
-		b.serverBin = filepath.Join(b.dir, "sortie-server")
-		b.logf("building sortie-server")
-		build := exec.CommandContext(ctx, "go", "build", "-o", b.serverBin, "github.com/sortie-dev/sortie/cmd/sortie-server")
-		build.Stdout, build.Stderr = stderr, stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build sortie-server (run from the module, or pass -server-bin): %w", err)
-		}
-	}
+	defer cleanup()
 
 	sizes := cfg.Sweep
 	if len(sizes) == 0 {

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -98,26 +97,11 @@ func runCommands(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	b := &bench{log: stderr, start: time.Now()}
-	if b.self, err = os.Executable(); err != nil {
+	cleanup, err := b.prepare(ctx, cfg.Keep, cfg.ServerBin)
+	if err != nil {
 		return err
 	}
-	if b.dir, err = os.MkdirTemp("", "sortie-bench-"); err != nil {
-		return err
-	}
-	if cfg.Keep {
-		defer b.logf("kept %s", b.dir)
-	} else {
-		defer os.RemoveAll(b.dir)
-	}
-	if b.serverBin = cfg.ServerBin; b.serverBin == "" {
-		b.serverBin = filepath.Join(b.dir, "sortie-server")
-		b.logf("building sortie-server")
-		build := exec.CommandContext(ctx, "go", "build", "-o", b.serverBin, "github.com/sortie-dev/sortie/cmd/sortie-server")
-		build.Stdout, build.Stderr = stderr, stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build sortie-server (run from the module, or pass -server-bin): %w", err)
-		}
-	}
+	defer cleanup()
 	res := commandsResult{Benchmark: "commands", Command: "GET /accounts/{account}/namespaces", Requests: cfg.Requests,
 		TargetP50Ratio: 2, WithinTarget: true}
 	wall := time.Now()
@@ -230,37 +214,11 @@ func startReplicaPair(ctx context.Context, b *bench, cfg commandsConfig, dir str
 	}
 	set.redis = redis
 	for i := range 2 {
-		addr, err := freePort()
-		if err != nil {
-			set.stop()
-			return nil, err
-		}
-		dataDir := filepath.Join(dir, fmt.Sprintf("server-%d", i))
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			set.stop()
-			return nil, err
-		}
-		args := []string{"--addr", addr, "--data-dir", dataDir, "--log-level", cfg.ServerLogLevel,
-			"--redis-url", url, "--public-url", "http://sortie-bench.invalid",
+		args := []string{"--log-level", cfg.ServerLogLevel, "--redis-url", url, "--public-url", "http://sortie-bench.invalid",
 			"--max-conns-per-ip", "0", "--hub-max-streams-per-ip", "0"}
-		if i > 0 {
-			args = append(args, "--master-key-file", filepath.Join(dir, "server-0", "master.key"))
-		}
-		srv, err := startChild(childSpec{
-			name: fmt.Sprintf("sortie-server %d", i), bin: b.serverBin, dropEnvPrefix: "SORTIE_",
-			logPath: filepath.Join(dir, fmt.Sprintf("sortie-server-%d.log", i)), args: args,
-		})
-		if err != nil {
+		if err := set.startServer(ctx, b, dir, i, args); err != nil {
 			set.stop()
 			return nil, err
-		}
-		set.servers, set.urls = append(set.servers, srv), append(set.urls, "http://"+addr)
-		if err := waitOK(ctx, srv, "http://"+addr, "/readyz", time.Minute); err != nil {
-			set.stop()
-			return nil, err
-		}
-		if i == 0 {
-			set.adminCreds = filepath.Join(dataDir, "admin-credentials.json")
 		}
 	}
 	return set, nil

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,23 +125,11 @@ func runPipelines(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	b := &bench{log: stderr, start: time.Now()}
-	if b.dir, err = os.MkdirTemp("", "sortie-bench-"); err != nil {
+	cleanup, err := b.prepare(ctx, cfg.Keep, cfg.ServerBin)
+	if err != nil {
 		return err
 	}
-	if cfg.Keep {
-		defer b.logf("kept %s", b.dir)
-	} else {
-		defer os.RemoveAll(b.dir)
-	}
-	if b.serverBin = cfg.ServerBin; b.serverBin == "" {
-		b.serverBin = filepath.Join(b.dir, "sortie-server")
-		b.logf("building sortie-server")
-		build := exec.CommandContext(ctx, "go", "build", "-o", b.serverBin, "github.com/sortie-dev/sortie/cmd/sortie-server")
-		build.Stdout, build.Stderr = stderr, stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build sortie-server (run from the module, or pass -server-bin): %w", err)
-		}
-	}
+	defer cleanup()
 	res := pipelinesResult{Benchmark: "pipelines", Agents: cfg.Agents, PollSeconds: cfg.Poll.Seconds(),
 		ResyncSeconds: cfg.Resync.Seconds(), Canary: "setWeight 25, pause 1s, setWeight 100"}
 	wall := time.Now()

@@ -57,41 +57,47 @@ func startServerSet(ctx context.Context, b *bench, cfg pipelinesConfig, topology
 		shared = []string{"--redis-url", url, "--public-url", "http://sortie-bench.invalid"}
 	}
 	for i := range replicas {
-		addr, err := freePort()
-		if err != nil {
-			set.stop()
-			return nil, err
-		}
-		dataDir := filepath.Join(dir, fmt.Sprintf("server-%d", i))
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			set.stop()
-			return nil, err
-		}
-		args := []string{"--addr", addr, "--data-dir", dataDir, "--log-level", cfg.ServerLogLevel,
+		args := []string{"--log-level", cfg.ServerLogLevel,
 			"--pipeline-resync", cfg.Resync.String(), "--pipeline-lease-ttl", cfg.LeaseTTL.String()}
-		args = append(args, shared...)
-		if i > 0 {
-			// Replicas after the first decrypt with its master key.
-			args = append(args, "--master-key-file", filepath.Join(dir, "server-0", "master.key"))
-		}
-		srv, err := startChild(childSpec{
-			name: fmt.Sprintf("sortie-server %d", i), bin: b.serverBin, dropEnvPrefix: "SORTIE_",
-			logPath: filepath.Join(dir, fmt.Sprintf("sortie-server-%d.log", i)), args: args,
-		})
-		if err != nil {
+		if err := set.startServer(ctx, b, dir, i, append(args, shared...)); err != nil {
 			set.stop()
 			return nil, err
-		}
-		set.servers, set.urls = append(set.servers, srv), append(set.urls, "http://"+addr)
-		if err := waitOK(ctx, srv, "http://"+addr, "/readyz", time.Minute); err != nil {
-			set.stop()
-			return nil, err
-		}
-		if i == 0 {
-			set.adminCreds = filepath.Join(dataDir, "admin-credentials.json")
 		}
 	}
 	return set, nil
+}
+
+// startServer starts replica i of the set in dir/server-<i> with args (beside its address
+// and data directory) and waits until it answers /readyz. Replicas after the first decrypt
+// with the first one's master key.
+func (s *serverSet) startServer(ctx context.Context, b *bench, dir string, i int, args []string) error {
+	addr, err := freePort()
+	if err != nil {
+		return err
+	}
+	dataDir := filepath.Join(dir, fmt.Sprintf("server-%d", i))
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	args = append([]string{"--addr", addr, "--data-dir", dataDir}, args...)
+	if i > 0 {
+		args = append(args, "--master-key-file", filepath.Join(dir, "server-0", "master.key"))
+	}
+	srv, err := startChild(childSpec{
+		name: fmt.Sprintf("sortie-server %d", i), bin: b.serverBin, dropEnvPrefix: "SORTIE_",
+		logPath: filepath.Join(dir, fmt.Sprintf("sortie-server-%d.log", i)), args: args,
+	})
+	if err != nil {
+		return err
+	}
+	s.servers, s.urls = append(s.servers, srv), append(s.urls, "http://"+addr)
+	if err := waitOK(ctx, srv, "http://"+addr, "/readyz", time.Minute); err != nil {
+		return err
+	}
+	if i == 0 {
+		s.adminCreds = filepath.Join(dataDir, "admin-credentials.json")
+	}
+	return nil
 }
 
 // startRedis starts a private redis-server without persistence, listening only on a unix
