@@ -188,16 +188,24 @@ func (s *Service) token(ctx context.Context, req TokenRequest, remoteAddr string
 		{"token:c:" + req.ClientID + "|a:" + remoteAddr, maxFailuresPerClient},
 		{"token:a:" + remoteAddr, maxFailuresPerAddress},
 	}
-	for _, lim := range limits {
-		n, wait, err := s.attempts.Failures(ctx, lim.key)
-		if err != nil {
-			s.log.Error("token: read failed attempts", "err", err)
-			return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
-				Description: "the identity store is unavailable; retry later", RetryAfterSeconds: 5}
-		}
-		if n >= lim.max {
+	keys := make([]string, len(limits))
+	for i, lim := range limits {
+		keys[i] = lim.key
+	}
+	// One read for both limits: one round trip to a shared store on every request.
+	counts, err := s.attempts.Failures(ctx, keys...)
+	if err == nil && len(counts) != len(limits) {
+		err = fmt.Errorf("%d failure counts for %d keys", len(counts), len(limits))
+	}
+	if err != nil {
+		s.log.Error("token: read failed attempts", "err", err)
+		return TokenResponse{}, &OAuthError{Status: 503, Code: OAuthTemporarilyUnavailable,
+			Description: "the identity store is unavailable; retry later", RetryAfterSeconds: 5}
+	}
+	for i, lim := range limits {
+		if c := counts[i]; c.Count >= lim.max {
 			return TokenResponse{}, &OAuthError{Status: 429, Code: OAuthSlowDown,
-				Description: "too many failed attempts; retry later", RetryAfterSeconds: int(wait.Seconds()) + 1}
+				Description: "too many failed attempts; retry later", RetryAfterSeconds: int(c.Left.Seconds()) + 1}
 		}
 	}
 	// The secret is hashed on every path, so that a known and an unknown client id take the

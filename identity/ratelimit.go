@@ -39,15 +39,17 @@ func newMemoryCounter(now func() time.Time) *memoryCounter {
 }
 
 // Failures implements store.FailureCounter.
-func (l *memoryCounter) Failures(_ context.Context, key string) (int64, time.Duration, error) {
+func (l *memoryCounter) Failures(_ context.Context, keys ...string) ([]store.FailureCount, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e, ok := l.entries[key]
 	now := l.now()
-	if !ok || !now.Before(e.until) {
-		return 0, 0, nil
+	out := make([]store.FailureCount, len(keys))
+	for i, key := range keys {
+		if e, ok := l.entries[key]; ok && now.Before(e.until) {
+			out[i] = store.FailureCount{Count: e.count, Left: e.until.Sub(now)}
+		}
 	}
-	return e.count, e.until.Sub(now), nil
+	return out, nil
 }
 
 // AddFailure implements store.FailureCounter.

@@ -49,26 +49,46 @@ func (s *Store) AddFailure(ctx context.Context, key string, window time.Duration
 	return res[0], time.Duration(res[1]) * time.Millisecond, nil
 }
 
-// Failures implements store.FailureCounter.
-func (s *Store) Failures(ctx context.Context, key string) (int64, time.Duration, error) {
+// Failures implements store.FailureCounter with one pipeline of a GET and a PTTL per key.
+// Not a script: the keys are hashed apart (failureKey), so in a cluster they lie in different
+// slots, and the cluster client sends the pipeline's commands to each node holding some of
+// them, the nodes in parallel.
+func (s *Store) Failures(ctx context.Context, keys ...string) ([]store.FailureCount, error) {
 	const op = "read failures"
-	k := failureKey(key)
+	if len(keys) == 0 {
+		return nil, nil
+	}
 	pipe := s.rdb.Pipeline()
-	get := pipe.Get(ctx, k)
-	ttl := pipe.PTTL(ctx, k)
+	gets := make([]*redis.StringCmd, len(keys))
+	ttls := make([]*redis.DurationCmd, len(keys))
+	for i, key := range keys {
+		k := failureKey(key)
+		gets[i] = pipe.Get(ctx, k)
+		ttls[i] = pipe.PTTL(ctx, k)
+	}
+	// Exec returns the first command's error, which may be a missing key's redis.Nil hiding
+	// another's failure: each command's error is checked below.
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return 0, 0, wrap(op, err)
+		return nil, wrap(op, err)
 	}
-	n, err := get.Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, 0, nil
+	out := make([]store.FailureCount, len(keys))
+	for i := range keys {
+		n, err := gets[i].Int64()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, wrap(op, err)
+		}
+		left, err := ttls[i].Result()
+		if err != nil {
+			return nil, wrap(op, err)
+		}
+		if left <= 0 {
+			// Expired between the GET and the PTTL, or (never written so) without expiry.
+			continue
+		}
+		out[i] = store.FailureCount{Count: n, Left: left}
 	}
-	if err != nil {
-		return 0, 0, wrap(op, err)
-	}
-	left := ttl.Val()
-	if left <= 0 {
-		return 0, 0, nil
-	}
-	return n, left, nil
+	return out, nil
 }
