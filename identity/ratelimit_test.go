@@ -193,3 +193,29 @@ func TestTokenRateLimitSharedAcrossReplicas(t *testing.T) {
 		t.Errorf("the client from another address: %v", got[0])
 	}
 }
+
+// TestTokenStoreDown: when the shared store cannot be read, the token endpoint refuses with
+// 503 before checking any secret, the right one included.
+func TestTokenStoreDown(t *testing.T) {
+	t.Parallel()
+	srv := redistest.New(t)
+	st, err := redisstore.Open(t.Context(), srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	svc := newService(t, st, testConfig(newFakeClock(t0), newMasterKey(t)))
+	org, err := svc.CreateOrganization(t.Context(), testOrg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := identity.TokenRequest{GrantType: identity.GrantClientCredentials, ClientID: org.Admin.ClientID, ClientSecret: org.Secret}
+	bad := good
+	bad.ClientSecret = "wrong"
+	srv.Stop()
+	unavailable := &identity.OAuthError{Status: 503, Code: identity.OAuthTemporarilyUnavailable,
+		Description: "the identity store is unavailable; retry later", RetryAfterSeconds: 5}
+	if diff := cmp.Diff([]*identity.OAuthError{unavailable, unavailable}, tokenErrors(t, svc, testAddr, good, bad)); diff != "" {
+		t.Errorf("store down: mismatch (-want +got):\n%s", diff)
+	}
+}
