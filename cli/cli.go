@@ -44,6 +44,8 @@ type Env struct {
 	Now func() time.Time
 	// HTTPClient sends every request; nil is a client with a 30 s timeout.
 	HTTPClient *http.Client
+	// Version is what --version prints; empty is "dev".
+	Version string
 }
 
 // DefaultConfigDir is <the user's config directory>/sortie, or .sortie when the system has
@@ -103,6 +105,9 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if env.HTTPClient == nil {
 		env.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
+	if env.Version == "" {
+		env.Version = "dev"
+	}
 	a := &app{env: env}
 	root := a.rootCommand()
 	root.SetArgs(args)
@@ -132,8 +137,9 @@ func Run(ctx context.Context, args []string, env Env) int {
 
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
-		Use:   "sortie",
-		Short: "Drive Sortie progressive deployments from a terminal or a CI job",
+		Use:     "sortie",
+		Version: a.env.Version,
+		Short:   "Drive Sortie progressive deployments from a terminal or a CI job",
 		Long: `sortie starts deployments from a deploy.yml (the Armory CD-as-a-Service format),
 follows them live, approves and aborts them, and manages machine credentials, against a
 Sortie server (--addr, SORTIE_ADDR).
@@ -194,7 +200,7 @@ in progress).`,
 func (a *app) preRun(cmd *cobra.Command, _ []string) error {
 	var errs []error
 	apply := func(fl *pflag.Flag) {
-		if fl.Changed || fl.Name == "help" {
+		if fl.Changed || fl.Name == "help" || fl.Name == "version" {
 			return
 		}
 		name := EnvPrefix + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))

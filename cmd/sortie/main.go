@@ -10,13 +10,14 @@ import (
 	"syscall"
 
 	"github.com/sortie-dev/sortie/cli"
+	"github.com/sortie-dev/sortie/cmd/internal/version"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	code := cli.Run(ctx, os.Args[1:], cli.Env{
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
-		Getenv: os.Getenv, ConfigDir: cli.DefaultConfigDir(),
+		Getenv: os.Getenv, ConfigDir: cli.DefaultConfigDir(), Version: version.String(),
 	})
 	stop()
 	os.Exit(code)

@@ -15,7 +15,8 @@ import (
 // the exit code go through main unchanged.
 func TestBinary(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "sortie")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin,
+		"-ldflags", "-X github.com/sortie-dev/sortie/cmd/internal/version.stamped=v9.8.7-test", ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -29,6 +30,7 @@ func TestBinary(t *testing.T) {
 		stderr string
 	}{
 		{"help", []string{"--help"}, nil, 0, "Usage:\n  sortie [flags]", ""},
+		{"version", []string{"--version"}, []string{"SORTIE_VERSION=x"}, 0, "sortie version v9.8.7-test\n", ""},
 		{"usage error", []string{"deploy", "start"}, nil, 2, "", "sortie: -f is required"},
 		{"environment", []string{"agents", "list"}, []string{"SORTIE_ADDR=127.0.0.1:1", "SORTIE_CLIENT_ID=x", "SORTIE_CLIENT_SECRET=y"}, 1, "",
 			"sortie: cannot reach the Sortie server at http://127.0.0.1:1 (connection refused)"},
