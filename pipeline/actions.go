@@ -13,7 +13,7 @@ import (
 
 // decide applies a human decision to a stored pipeline: f changes the state and says how
 // many things it affected. The write is conditioned on the revision read (any replica may
-// take the action; the lease holder picks it up on its next pass) and retried when another
+// take the action; the lease holder is woken to pick it up) and retried when another
 // writer came first.
 func (e *Engine) decide(ctx context.Context, t store.Tenant, id string, f func(p *store.Pipeline, st *state) (int, []Event, error)) (int, error) {
 	for range 20 {
@@ -46,7 +46,7 @@ func (e *Engine) decide(ctx context.Context, t store.Tenant, id string, f func(p
 			return 0, err
 		}
 		e.notify()
-		e.kick(store.PipelineRef{Tenant: t, ID: id})
+		e.kickEverywhere(ctx, store.PipelineRef{Tenant: t, ID: id})
 		return n, nil
 	}
 	return 0, fmt.Errorf("pipeline %s changes too fast to record the decision; try again: %w", id, store.ErrUnavailable)

@@ -63,6 +63,63 @@ func (e *Engine) Holder() string { return e.cfg.Holder }
 // kick asks for ref to be reconciled soon.
 func (e *Engine) kick(ref store.PipelineRef) { e.queue.Add(ref) }
 
+// hintTimeout bounds the publication of one wake-up hint.
+const hintTimeout = time.Second
+
+// kickEverywhere asks for ref to be reconciled soon by whichever replica holds its lease:
+// this one at once, the others through the notifier. A hint that cannot be published is
+// only logged: the holder's resync picks the change up.
+func (e *Engine) kickEverywhere(ctx context.Context, ref store.PipelineRef) {
+	e.kick(ref)
+	n := e.cfg.Notifier
+	if n == nil {
+		return
+	}
+	e.mu.Lock()
+	_, mine := e.held[ref]
+	e.mu.Unlock()
+	if mine {
+		return // the local kick is all it takes
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hintTimeout)
+	defer cancel()
+	if err := n.Publish(pctx, ref, e.cfg.Holder); err != nil {
+		e.m.hintsLost.Inc()
+		e.log.Warn("publish pipeline wake-up to the other replicas; the holder picks the change up at its next resync",
+			"tenant", ref.Tenant.String(), "pipeline", ref.ID, "err", err)
+	}
+}
+
+// onHint wakes a pipeline another replica reported changed, if this replica drives it.
+func (e *Engine) onHint(ref store.PipelineRef, origin string) {
+	if origin == e.cfg.Holder {
+		return // published by this replica, which kicked it already
+	}
+	e.mu.Lock()
+	_, mine := e.held[ref]
+	e.mu.Unlock()
+	// Local watchers show the change at once too, wherever it was written.
+	e.notify()
+	if mine {
+		e.m.hintsReceived.Inc()
+		e.queue.Add(ref)
+	}
+}
+
+// onMissedHints reconciles every held pipeline: hints may have been lost while the
+// notifier's subscription was down.
+func (e *Engine) onMissedHints() {
+	e.mu.Lock()
+	refs := make([]store.PipelineRef, 0, len(e.held))
+	for r := range e.held {
+		refs = append(refs, r)
+	}
+	e.mu.Unlock()
+	for _, r := range refs {
+		e.queue.Add(r)
+	}
+}
+
 // Run drives pipelines until ctx ends: it looks for active pipelines no replica drives,
 // takes their leases, reconciles the held ones on every hint and every Resync, renews the
 // leases and prunes finished pipelines past the retention. On return it has released every
@@ -75,6 +132,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	g.Go(func() error { e.every(gctx, e.cfg.Resync, e.scan); return nil })
 	g.Go(func() error { e.every(gctx, e.cfg.LeaseTTL/3, e.renew); return nil })
 	g.Go(func() error { e.every(gctx, time.Hour, e.prune); return nil })
+	if n := e.cfg.Notifier; n != nil {
+		g.Go(func() error { n.Listen(gctx, e.onHint, e.onMissedHints); return nil })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		e.queue.ShutDownWithDrain()

@@ -8,6 +8,8 @@ type metrics struct {
 	finished         *prometheus.CounterVec
 	held             prometheus.Gauge
 	reconcileSeconds prometheus.Histogram
+	hintsReceived    prometheus.Counter
+	hintsLost        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -20,9 +22,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Active pipelines whose lease this replica holds."}),
 		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sortie_pipeline_reconcile_seconds",
 			Help: "Time of one reconcile pass.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		hintsReceived: prometheus.NewCounter(prometheus.CounterOpts{Name: "sortie_pipeline_wakeups_received_total",
+			Help: "Wake-up hints from other replicas for pipelines this replica drives."}),
+		hintsLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "sortie_pipeline_wakeups_unpublished_total",
+			Help: "Wake-up hints this replica could not publish to the others (the holder's resync catches up)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.started, m.finished, m.held, m.reconcileSeconds)
+		reg.MustRegister(m.started, m.finished, m.held, m.reconcileSeconds, m.hintsReceived, m.hintsLost)
 	}
 	return m
 }

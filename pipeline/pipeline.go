@@ -10,6 +10,9 @@
 // next idempotent action: apply the generated objects with server-side apply, clear a
 // Rollout's pause conditions to approve, set status.abort to abort, or record a transition.
 // Wake-ups (inventory changes, human actions, timers, a periodic resync) are only hints.
+// A human action taken on a replica that does not drive the pipeline reaches the one that
+// does through the Notifier (Redis pub/sub when replicas share Redis); a lost hint costs
+// one resync, never the action.
 //
 // Exactly one replica drives a pipeline at a time: it holds the pipeline's lease in the
 // store, and every write of pipeline state is conditioned on the lease's fencing token and
@@ -62,6 +65,20 @@ func (c hubCluster) Subscribe(t store.Tenant, account string, inbox int) Changes
 	return c.Hub.Subscribe(t, account, inbox)
 }
 
+// Notifier carries "this pipeline changed" hints between the replicas sharing a store, so
+// that a human decision recorded on one replica wakes the replica holding the pipeline's
+// lease at once instead of at its next resync. Hints are best effort: correctness never
+// depends on them, and a lost one only delays the pipeline until the resync.
+// *redisstore.Notifier implements it; a single server (the embedded store) needs none.
+type Notifier interface {
+	// Publish tells every replica (the publishing one included) that pipeline ref changed;
+	// origin names the publishing replica.
+	Publish(ctx context.Context, ref store.PipelineRef, origin string) error
+	// Listen calls hint for every published change until ctx ends, resubscribing after a
+	// failure; after a resubscription it calls missed, as hints may have been lost.
+	Listen(ctx context.Context, hint func(ref store.PipelineRef, origin string), missed func())
+}
+
 // Defaults of Config.
 const (
 	DefaultLeaseTTL  = 10 * time.Second
@@ -85,8 +102,10 @@ type Config struct {
 	Retention time.Duration
 	// CommandTimeout bounds one command to an agent (default 30 s).
 	CommandTimeout time.Duration
-	Now            func() time.Time
-	Registerer     prometheus.Registerer
+	// Notifier carries wake-up hints between replicas; nil when there is one replica.
+	Notifier   Notifier
+	Now        func() time.Time
+	Registerer prometheus.Registerer
 }
 
 func (c Config) withDefaults() Config {

@@ -67,7 +67,7 @@ func (e *Engine) reconcile(ctx context.Context, h *held) (time.Duration, bool, e
 func (e *Engine) kickQueued(ctx context.Context, t store.Tenant, application string) {
 	q, err := e.st.QueuedPipeline(ctx, t, application)
 	if err == nil {
-		e.kick(store.PipelineRef{Tenant: t, ID: q.ID})
+		e.kickEverywhere(ctx, store.PipelineRef{Tenant: t, ID: q.ID})
 	}
 }
 

@@ -96,7 +96,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (StartResult, erro
 	}
 	if res.Replaced != nil {
 		out.Replaced = res.Replaced.ID
-		e.kick(store.PipelineRef{Tenant: req.Tenant, ID: res.Replaced.ID})
+		e.kickEverywhere(ctx, store.PipelineRef{Tenant: req.Tenant, ID: res.Replaced.ID})
 	}
 	e.m.started.Inc()
 	e.log.Info("pipeline created", "tenant", req.Tenant.String(), "pipeline", id,

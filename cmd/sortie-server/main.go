@@ -129,7 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 	}
 	engine := pipeline.New(log, st, pipeline.FromHub(agents), sealer, pipeline.Config{
 		Holder: agents.InstanceID(), LeaseTTL: cfg.PipelineLeaseTTL, Resync: cfg.PipelineResync,
-		Retention: cfg.PipelineRetention, Registerer: reg,
+		Retention: cfg.PipelineRetention, Registerer: reg, Notifier: pipelineNotifier(log, st),
 	})
 	gw := gateway.New(log, id, agents, reg, gateway.WithPipelines(engine))
 	printListening(stdout, listenURL, baseURL)
