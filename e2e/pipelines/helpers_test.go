@@ -41,7 +41,8 @@ func newEnv(t testing.TB, cfg sortie.ServerConfig) *env {
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
-	cfg.Args = append(cfg.Args, fastEngine...)
+	// The caller's flags come last, so they override fastEngine's.
+	cfg.Args = append(append([]string{}, fastEngine...), cfg.Args...)
 	srv := sortie.StartServer(t, cfg)
 	id, secret := sortie.AdminCredential(t, cfg.DataDir)
 	return &env{srv: srv, dir: cfg.DataDir, admin: sortie.Token(t, srv.URL, id, secret)}

@@ -342,6 +342,48 @@ func TestReplicaKilledMidRollout(t *testing.T) {
 	}
 }
 
+// Two replicas share Redis and resync only every minute; an approval through the replica
+// that does not drive the pipeline wakes the one that does, so the pipeline finishes in
+// seconds rather than at the next resync.
+func TestReplicaApprovalThroughTheOtherReplica(t *testing.T) {
+	t.Parallel()
+	app := unique("wake")
+	rds := redistest.New(t)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	public := "http://sortie.pipelines.test"
+	slow := []string{"--pipeline-resync", "1m"}
+	a := newEnv(t, sortie.ServerConfig{DataDir: dirA, RedisURL: rds.URL(), PublicURL: public, Args: slow})
+	keyB := filepath.Join(dirB, "master.key")
+	if out, err := exec.Command("cp", filepath.Join(dirA, "master.key"), keyB).CombinedOutput(); err != nil {
+		t.Fatalf("copy master key: %v %s", err, out)
+	}
+	b := sortie.StartServer(t, sortie.ServerConfig{DataDir: dirB, RedisURL: rds.URL(), PublicURL: public, MasterKey: keyB,
+		Args: append(append([]string{}, fastEngine...), slow...)})
+	a.agent(t, a.srv.URL, "wake-cluster")
+	a.firstVersion(t, app, "wake-cluster", app, "wake:1")
+
+	id := a.mustStart(t, canaryApp(app, "wake-cluster", app, "wake:2", weight(25), approval(), weight(75)))
+	a.await(t, id, "AWAITING_APPROVAL")
+	st, err := redisstore.Open(context.Background(), rds.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lease, err := st.GetLease(context.Background(), store.PipelineRef{Tenant: tenantOf(t, a), ID: id})
+	if err != nil {
+		t.Fatalf("lease: %v", err)
+	}
+	other := b
+	if lease.Holder == hubInstance(t, b) {
+		other = a.srv
+	}
+	if st, body := sortie.Call(t, "POST", other.URL+"/pipelines/"+id+"/approve", a.admin, nil); st != 200 {
+		t.Fatalf("approve on the replica not driving the pipeline: %d %s", st, body)
+	}
+	await(t, other.URL, a.admin, id, "SUCCEEDED well before the next resync", 20*time.Second,
+		func(v pipelineView) bool { return v.Status == "SUCCEEDED" })
+}
+
 func TestExpiryAndTimeoutFail(t *testing.T) {
 	t.Parallel()
 	expireNS := unique("expire")
