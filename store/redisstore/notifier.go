@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -52,55 +51,18 @@ func (n *Notifier) Publish(ctx context.Context, ref store.PipelineRef, origin st
 // Listen implements pipeline.Notifier. It retries a broken subscription with backoff until
 // ctx ends and calls missed each time the subscription is back.
 func (n *Notifier) Listen(ctx context.Context, onHint func(ref store.PipelineRef, origin string), missed func()) {
-	ps := n.rdb.Subscribe(ctx, PipelineChannel)
-	// A blocked Receive does not watch ctx; closing the subscription ends it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer stop()
-	defer ps.Close()
-	// established: the current connection's subscription was confirmed; subscribed: one
-	// was confirmed before; failing: the last Receive failed (log once per outage).
-	established, subscribed, failing := false, false, false
-	backoff := 50 * time.Millisecond
-	for {
-		msg, err := ps.Receive(ctx)
-		if ctx.Err() != nil {
-			return
+	ready := func(resumed bool) {
+		if resumed {
+			missed()
 		}
-		if err != nil {
-			established = false
-			if !failing {
-				n.log.Warn("Redis subscription of pipeline wake-ups failed; retrying (pipelines still advance at every resync)", "err", wrap("subscribe", err))
-				failing = true
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 2*time.Second)
-			continue
-		}
-		if failing {
-			n.log.Info("Redis subscription of pipeline wake-ups restored")
-			failing = false
-		}
-		backoff = 50 * time.Millisecond
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if !established {
-				established = true
-				if subscribed {
-					missed()
-				}
-				subscribed = true
-			}
-		case *redis.Message:
+	}
+	Subscribe(ctx, n.rdb, n.log, "pipeline wake-ups (pipelines still advance at every resync)", []string{PipelineChannel}, ready,
+		func(m *redis.Message) {
 			var h hint
 			if err := json.Unmarshal([]byte(m.Payload), &h); err != nil || h.Org == "" || h.Env == "" || h.ID == "" {
 				n.log.Warn("ignoring an unreadable pipeline wake-up", "channel", m.Channel)
-				continue
+				return
 			}
 			onHint(store.PipelineRef{Tenant: store.Tenant{OrgID: h.Org, EnvID: h.Env}, ID: h.ID}, h.Origin)
-		}
-	}
+		})
 }

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
 	replicationv1 "github.com/sortie-dev/sortie/gen/sortie/hub/replication/v1"
+	"github.com/sortie-dev/sortie/store/redisstore"
 )
 
 // BroadcastChannel carries the broadcasts between replicas.
@@ -88,54 +88,13 @@ func (b *Redis) Send(ctx context.Context, instance string, m *replicationv1.Enve
 // Listen implements Bus. It retries a broken subscription with backoff until ctx ends.
 func (b *Redis) Listen(ctx context.Context, instance string, l Listener) {
 	// BroadcastChannel first: on a Redis Cluster it decides the node (see Redis).
-	ps := b.rdb.Subscribe(ctx, BroadcastChannel, InstanceChannel(instance))
-	// A blocked Receive does not watch ctx; closing the subscription ends it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer stop()
-	defer ps.Close()
-	// established: the current connection's subscription was confirmed; ready: Ready ran
-	// once; failing: the last Receive failed (log once per outage).
-	established, ready, failing := false, false, false
-	backoff := 50 * time.Millisecond
-	for {
-		msg, err := ps.Receive(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			established = false
-			if !failing {
-				b.log.Warn("Redis subscription of the replica bus failed; retrying", "err", err)
-				failing = true
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 2*time.Second)
-			continue
-		}
-		if failing {
-			b.log.Info("Redis subscription of the replica bus restored")
-			failing = false
-		}
-		backoff = 50 * time.Millisecond
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			// One confirmation per channel; Ready once per connection.
-			if !established {
-				established = true
-				l.Ready(ready)
-				ready = true
-			}
-		case *redis.Message:
+	redisstore.Subscribe(ctx, b.rdb, b.log, "the replica bus", []string{BroadcastChannel, InstanceChannel(instance)}, l.Ready,
+		func(m *redis.Message) {
 			var env replicationv1.Envelope
 			if err := proto.Unmarshal([]byte(m.Payload), &env); err != nil {
 				b.log.Warn("ignoring an unreadable message on the replica bus", "channel", m.Channel, "err", err)
-				continue
+				return
 			}
 			l.Message(&env)
-		}
-	}
+		})
 }
