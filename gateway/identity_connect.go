@@ -23,10 +23,23 @@ var identityProcedureScopes = procedureScopes{
 	identityv1connect.IdentityServiceGetCredentialRolesProcedure: identity.ScopeManageCredentials,
 	identityv1connect.IdentityServiceSetCredentialRolesProcedure: identity.ScopeManageCredentials,
 	identityv1connect.IdentityServiceListRolesProcedure:          identity.ScopeManageCredentials,
+	identityv1connect.IdentityServiceListUsersProcedure:          identity.ScopeManageTenant,
+	identityv1connect.IdentityServiceRemoveUserProcedure:         identity.ScopeManageTenant,
+	identityv1connect.IdentityServiceCreateInvitationProcedure:   identity.ScopeManageTenant,
+	identityv1connect.IdentityServiceListInvitationsProcedure:    identity.ScopeManageTenant,
+	identityv1connect.IdentityServiceRevokeInvitationProcedure:   identity.ScopeManageTenant,
+	identityv1connect.IdentityServiceGetInvitationProcedure:      Public,
+	identityv1connect.IdentityServiceAcceptInvitationProcedure:   Public,
+	identityv1connect.IdentityServiceChangePasswordProcedure:     Authenticated,
+	identityv1connect.IdentityServiceApproveDeviceProcedure:      Authenticated,
+	identityv1connect.IdentityServiceWatchIdentityProcedure:      Authenticated,
 }
 
 // identityServer implements IdentityService over the same identity.Service as REST.
 type identityServer struct {
+	// The user procedures (issue 10) are being built; until each lands it answers
+	// Unimplemented.
+	identityv1connect.UnimplementedIdentityServiceHandler
 	g *Gateway
 }
 

@@ -143,6 +143,8 @@ type Store interface {
 	Settings
 	Pipelines
 	Leases
+	Users
+	Tickets
 	// Ping reports whether the store is reachable (ErrUnavailable if not).
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.

@@ -14,6 +14,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -550,7 +551,10 @@ func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
 type WhoAmIResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// principal is who the token speaks for.
-	Principal     *Principal `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	Principal *Principal `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// environments are the environments the caller may switch to: a user's memberships, or a
+	// machine credential's own environment.
+	Environments  []*Environment `protobuf:"bytes,2,rep,name=environments,proto3" json:"environments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,6 +592,13 @@ func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
 func (x *WhoAmIResponse) GetPrincipal() *Principal {
 	if x != nil {
 		return x.Principal
+	}
+	return nil
+}
+
+func (x *WhoAmIResponse) GetEnvironments() []*Environment {
+	if x != nil {
+		return x.Environments
 	}
 	return nil
 }
@@ -1348,11 +1359,1226 @@ func (x *ListRolesResponse) GetRoles() []*Role {
 	return nil
 }
 
+// User is a person, as a member of one environment.
+type User struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id identifies the user (the subject of their tokens).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// login is what the person signs in with: an email address or a user name.
+	Login string `protobuf:"bytes,2,opt,name=login,proto3" json:"login,omitempty"`
+	// name is the display name.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// roles are the user's roles in this environment.
+	Roles []string `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
+	// external is true for a user who signs in through the external identity provider.
+	External bool `protobuf:"varint,5,opt,name=external,proto3" json:"external,omitempty"`
+	// create_time is when the user was created.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *User) Reset() {
+	*x = User{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *User) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*User) ProtoMessage() {}
+
+func (x *User) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use User.ProtoReflect.Descriptor instead.
+func (*User) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *User) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *User) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
+func (x *User) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *User) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *User) GetExternal() bool {
+	if x != nil {
+		return x.External
+	}
+	return false
+}
+
+func (x *User) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// Invitation is a pending invitation to an environment.
+type Invitation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id identifies the invitation (not its secret link).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// email is who was invited: the login the new account gets.
+	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	// roles are the roles the person gets in the environment.
+	Roles []string `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	// env_id is the environment the invitation is for.
+	EnvId string `protobuf:"bytes,4,opt,name=env_id,json=envId,proto3" json:"env_id,omitempty"`
+	// invited_by names who created it.
+	InvitedBy string `protobuf:"bytes,5,opt,name=invited_by,json=invitedBy,proto3" json:"invited_by,omitempty"`
+	// create_time is when it was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// expire_time is when the link stops working.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Invitation) Reset() {
+	*x = Invitation{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Invitation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Invitation) ProtoMessage() {}
+
+func (x *Invitation) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Invitation.ProtoReflect.Descriptor instead.
+func (*Invitation) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Invitation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Invitation) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *Invitation) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *Invitation) GetEnvId() string {
+	if x != nil {
+		return x.EnvId
+	}
+	return ""
+}
+
+func (x *Invitation) GetInvitedBy() string {
+	if x != nil {
+		return x.InvitedBy
+	}
+	return ""
+}
+
+func (x *Invitation) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Invitation) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// ListUsersRequest is empty.
+type ListUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersRequest) Reset() {
+	*x = ListUsersRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersRequest) ProtoMessage() {}
+
+func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListUsersRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{25}
+}
+
+// ListUsersResponse lists the environment's members, ordered by login.
+type ListUsersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// users are the members.
+	Users         []*User `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersResponse) Reset() {
+	*x = ListUsersResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersResponse) ProtoMessage() {}
+
+func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListUsersResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListUsersResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// RemoveUserRequest names the user to remove from the caller's environment.
+type RemoveUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the user's id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveUserRequest) Reset() {
+	*x = RemoveUserRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveUserRequest) ProtoMessage() {}
+
+func (x *RemoveUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveUserRequest.ProtoReflect.Descriptor instead.
+func (*RemoveUserRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RemoveUserRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RemoveUserResponse is empty.
+type RemoveUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveUserResponse) Reset() {
+	*x = RemoveUserResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveUserResponse) ProtoMessage() {}
+
+func (x *RemoveUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveUserResponse.ProtoReflect.Descriptor instead.
+func (*RemoveUserResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{28}
+}
+
+// CreateInvitationRequest says whom to invite and with which roles.
+type CreateInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// email is the invited person's email address; it becomes their login.
+	Email string `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
+	// roles are granted in the caller's environment; at least one, each one the caller may
+	// grant.
+	Roles []string `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// ttl is how long the link works; default 72 hours, at most 30 days.
+	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInvitationRequest) Reset() {
+	*x = CreateInvitationRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInvitationRequest) ProtoMessage() {}
+
+func (x *CreateInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInvitationRequest.ProtoReflect.Descriptor instead.
+func (*CreateInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CreateInvitationRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *CreateInvitationRequest) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *CreateInvitationRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+// CreateInvitationResponse carries the invitation and its link.
+type CreateInvitationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// invitation is the stored invitation.
+	Invitation *Invitation `protobuf:"bytes,1,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	// url is the invitation link; it holds the secret and is shown only here.
+	Url           string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInvitationResponse) Reset() {
+	*x = CreateInvitationResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInvitationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInvitationResponse) ProtoMessage() {}
+
+func (x *CreateInvitationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInvitationResponse.ProtoReflect.Descriptor instead.
+func (*CreateInvitationResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateInvitationResponse) GetInvitation() *Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *CreateInvitationResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+// ListInvitationsRequest is empty.
+type ListInvitationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInvitationsRequest) Reset() {
+	*x = ListInvitationsRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInvitationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInvitationsRequest) ProtoMessage() {}
+
+func (x *ListInvitationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInvitationsRequest.ProtoReflect.Descriptor instead.
+func (*ListInvitationsRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{31}
+}
+
+// ListInvitationsResponse lists pending invitations, newest first.
+type ListInvitationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// invitations are the pending invitations.
+	Invitations   []*Invitation `protobuf:"bytes,1,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInvitationsResponse) Reset() {
+	*x = ListInvitationsResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInvitationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInvitationsResponse) ProtoMessage() {}
+
+func (x *ListInvitationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInvitationsResponse.ProtoReflect.Descriptor instead.
+func (*ListInvitationsResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListInvitationsResponse) GetInvitations() []*Invitation {
+	if x != nil {
+		return x.Invitations
+	}
+	return nil
+}
+
+// RevokeInvitationRequest names the invitation to withdraw.
+type RevokeInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the invitation's id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeInvitationRequest) Reset() {
+	*x = RevokeInvitationRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeInvitationRequest) ProtoMessage() {}
+
+func (x *RevokeInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeInvitationRequest.ProtoReflect.Descriptor instead.
+func (*RevokeInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RevokeInvitationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RevokeInvitationResponse is empty.
+type RevokeInvitationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeInvitationResponse) Reset() {
+	*x = RevokeInvitationResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeInvitationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeInvitationResponse) ProtoMessage() {}
+
+func (x *RevokeInvitationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeInvitationResponse.ProtoReflect.Descriptor instead.
+func (*RevokeInvitationResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{34}
+}
+
+// GetInvitationRequest carries the secret of an invitation link.
+type GetInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the secret part of the link.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInvitationRequest) Reset() {
+	*x = GetInvitationRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInvitationRequest) ProtoMessage() {}
+
+func (x *GetInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInvitationRequest.ProtoReflect.Descriptor instead.
+func (*GetInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *GetInvitationRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// GetInvitationResponse describes the invitation.
+type GetInvitationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// email is the invited login.
+	Email string `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
+	// org_name names the organization.
+	OrgName string `protobuf:"bytes,2,opt,name=org_name,json=orgName,proto3" json:"org_name,omitempty"`
+	// env_name names the environment.
+	EnvName string `protobuf:"bytes,3,opt,name=env_name,json=envName,proto3" json:"env_name,omitempty"`
+	// roles are the roles accepting grants.
+	Roles []string `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
+	// existing_user is true when an account with that login exists: accepting then asks for
+	// its password instead of a new one.
+	ExistingUser bool `protobuf:"varint,5,opt,name=existing_user,json=existingUser,proto3" json:"existing_user,omitempty"`
+	// expire_time is when the link stops working.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInvitationResponse) Reset() {
+	*x = GetInvitationResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInvitationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInvitationResponse) ProtoMessage() {}
+
+func (x *GetInvitationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInvitationResponse.ProtoReflect.Descriptor instead.
+func (*GetInvitationResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetInvitationResponse) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *GetInvitationResponse) GetOrgName() string {
+	if x != nil {
+		return x.OrgName
+	}
+	return ""
+}
+
+func (x *GetInvitationResponse) GetEnvName() string {
+	if x != nil {
+		return x.EnvName
+	}
+	return ""
+}
+
+func (x *GetInvitationResponse) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *GetInvitationResponse) GetExistingUser() bool {
+	if x != nil {
+		return x.ExistingUser
+	}
+	return false
+}
+
+func (x *GetInvitationResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// AcceptInvitationRequest uses an invitation link.
+type AcceptInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the secret part of the link.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// name is the new user's display name (ignored for an existing user).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// password is the new user's password (at least 12 characters), or an existing user's
+	// current password.
+	Password      string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptInvitationRequest) Reset() {
+	*x = AcceptInvitationRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptInvitationRequest) ProtoMessage() {}
+
+func (x *AcceptInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptInvitationRequest.ProtoReflect.Descriptor instead.
+func (*AcceptInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *AcceptInvitationRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AcceptInvitationRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AcceptInvitationRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// AcceptInvitationResponse says what accepting did.
+type AcceptInvitationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// login is the account that is now a member.
+	Login string `protobuf:"bytes,1,opt,name=login,proto3" json:"login,omitempty"`
+	// env_id is the environment joined.
+	EnvId         string `protobuf:"bytes,2,opt,name=env_id,json=envId,proto3" json:"env_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptInvitationResponse) Reset() {
+	*x = AcceptInvitationResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptInvitationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptInvitationResponse) ProtoMessage() {}
+
+func (x *AcceptInvitationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptInvitationResponse.ProtoReflect.Descriptor instead.
+func (*AcceptInvitationResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *AcceptInvitationResponse) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
+func (x *AcceptInvitationResponse) GetEnvId() string {
+	if x != nil {
+		return x.EnvId
+	}
+	return ""
+}
+
+// ChangePasswordRequest carries the current and the new password.
+type ChangePasswordRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// current_password proves the caller.
+	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	// new_password is at least 12 characters.
+	NewPassword   string `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordRequest) Reset() {
+	*x = ChangePasswordRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordRequest) ProtoMessage() {}
+
+func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
+func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ChangePasswordRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetNewPassword() string {
+	if x != nil {
+		return x.NewPassword
+	}
+	return ""
+}
+
+// ChangePasswordResponse is empty.
+type ChangePasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordResponse) Reset() {
+	*x = ChangePasswordResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordResponse) ProtoMessage() {}
+
+func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
+func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{40}
+}
+
+// ApproveDeviceRequest answers a device-flow sign-in.
+type ApproveDeviceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_code is the code the terminal shows.
+	UserCode string `protobuf:"bytes,1,opt,name=user_code,json=userCode,proto3" json:"user_code,omitempty"`
+	// env_id is the environment the device's token is for; empty means the caller's current
+	// environment.
+	EnvId string `protobuf:"bytes,2,opt,name=env_id,json=envId,proto3" json:"env_id,omitempty"`
+	// deny refuses the sign-in instead.
+	Deny          bool `protobuf:"varint,3,opt,name=deny,proto3" json:"deny,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveDeviceRequest) Reset() {
+	*x = ApproveDeviceRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveDeviceRequest) ProtoMessage() {}
+
+func (x *ApproveDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveDeviceRequest.ProtoReflect.Descriptor instead.
+func (*ApproveDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ApproveDeviceRequest) GetUserCode() string {
+	if x != nil {
+		return x.UserCode
+	}
+	return ""
+}
+
+func (x *ApproveDeviceRequest) GetEnvId() string {
+	if x != nil {
+		return x.EnvId
+	}
+	return ""
+}
+
+func (x *ApproveDeviceRequest) GetDeny() bool {
+	if x != nil {
+		return x.Deny
+	}
+	return false
+}
+
+// ApproveDeviceResponse is empty.
+type ApproveDeviceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveDeviceResponse) Reset() {
+	*x = ApproveDeviceResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveDeviceResponse) ProtoMessage() {}
+
+func (x *ApproveDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveDeviceResponse.ProtoReflect.Descriptor instead.
+func (*ApproveDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{42}
+}
+
+// WatchIdentityRequest is empty.
+type WatchIdentityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchIdentityRequest) Reset() {
+	*x = WatchIdentityRequest{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchIdentityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchIdentityRequest) ProtoMessage() {}
+
+func (x *WatchIdentityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchIdentityRequest.ProtoReflect.Descriptor instead.
+func (*WatchIdentityRequest) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{43}
+}
+
+// WatchIdentityResponse is a full snapshot of what the caller may see.
+type WatchIdentityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// credentials of the environment (with manage:credentials).
+	Credentials []*Credential `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	// users of the environment (with manage:tenant).
+	Users []*User `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	// invitations pending for the environment (with manage:tenant).
+	Invitations []*Invitation `protobuf:"bytes,3,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	// environments: every environment of the organization with manage:tenant, else the
+	// caller's own.
+	Environments []*Environment `protobuf:"bytes,4,rep,name=environments,proto3" json:"environments,omitempty"`
+	// memberships are the environments the caller may switch to.
+	Memberships   []*Environment `protobuf:"bytes,5,rep,name=memberships,proto3" json:"memberships,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchIdentityResponse) Reset() {
+	*x = WatchIdentityResponse{}
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchIdentityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchIdentityResponse) ProtoMessage() {}
+
+func (x *WatchIdentityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sortie_identity_v1_identity_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchIdentityResponse.ProtoReflect.Descriptor instead.
+func (*WatchIdentityResponse) Descriptor() ([]byte, []int) {
+	return file_sortie_identity_v1_identity_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *WatchIdentityResponse) GetCredentials() []*Credential {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+func (x *WatchIdentityResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *WatchIdentityResponse) GetInvitations() []*Invitation {
+	if x != nil {
+		return x.Invitations
+	}
+	return nil
+}
+
+func (x *WatchIdentityResponse) GetEnvironments() []*Environment {
+	if x != nil {
+		return x.Environments
+	}
+	return nil
+}
+
+func (x *WatchIdentityResponse) GetMemberships() []*Environment {
+	if x != nil {
+		return x.Memberships
+	}
+	return nil
+}
+
 var File_sortie_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_sortie_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"!sortie/identity/v1/identity.proto\x12\x12sortie.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x01\n" +
+	"!sortie/identity/v1/identity.proto\x12\x12sortie.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x01\n" +
 	"\tPrincipal\x125\n" +
 	"\x04type\x18\x01 \x01(\x0e2!.sortie.identity.v1.PrincipalTypeR\x04type\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -1390,9 +2616,10 @@ const file_sortie_identity_v1_identity_proto_rawDesc = "" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x121\n" +
 	"\x06grants\x18\x03 \x03(\v2\x19.sortie.identity.v1.GrantR\x06grants\x12\x16\n" +
 	"\x06system\x18\x04 \x01(\bR\x06system\"\x0f\n" +
-	"\rWhoAmIRequest\"M\n" +
+	"\rWhoAmIRequest\"\x92\x01\n" +
 	"\x0eWhoAmIResponse\x12;\n" +
-	"\tprincipal\x18\x01 \x01(\v2\x1d.sortie.identity.v1.PrincipalR\tprincipal\"\x19\n" +
+	"\tprincipal\x18\x01 \x01(\v2\x1d.sortie.identity.v1.PrincipalR\tprincipal\x12C\n" +
+	"\fenvironments\x18\x02 \x03(\v2\x1f.sortie.identity.v1.EnvironmentR\fenvironments\"\x19\n" +
 	"\x17ListEnvironmentsRequest\"_\n" +
 	"\x18ListEnvironmentsResponse\x12C\n" +
 	"\fenvironments\x18\x01 \x03(\v2\x1f.sortie.identity.v1.EnvironmentR\fenvironments\"V\n" +
@@ -1427,11 +2654,88 @@ const file_sortie_identity_v1_identity_proto_rawDesc = "" +
 	"\x05roles\x18\x01 \x03(\tR\x05roles\"\x12\n" +
 	"\x10ListRolesRequest\"C\n" +
 	"\x11ListRolesResponse\x12.\n" +
-	"\x05roles\x18\x01 \x03(\v2\x18.sortie.identity.v1.RoleR\x05roles*d\n" +
+	"\x05roles\x18\x01 \x03(\v2\x18.sortie.identity.v1.RoleR\x05roles\"\xaf\x01\n" +
+	"\x04User\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05login\x18\x02 \x01(\tR\x05login\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
+	"\x05roles\x18\x04 \x03(\tR\x05roles\x12\x1a\n" +
+	"\bexternal\x18\x05 \x01(\bR\bexternal\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\xf8\x01\n" +
+	"\n" +
+	"Invitation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\x12\x14\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\x12\x15\n" +
+	"\x06env_id\x18\x04 \x01(\tR\x05envId\x12\x1d\n" +
+	"\n" +
+	"invited_by\x18\x05 \x01(\tR\tinvitedBy\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\x12\n" +
+	"\x10ListUsersRequest\"C\n" +
+	"\x11ListUsersResponse\x12.\n" +
+	"\x05users\x18\x01 \x03(\v2\x18.sortie.identity.v1.UserR\x05users\",\n" +
+	"\x11RemoveUserRequest\x12\x17\n" +
+	"\x02id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x02id\"\x14\n" +
+	"\x12RemoveUserResponse\"~\n" +
+	"\x17CreateInvitationRequest\x12 \n" +
+	"\x05email\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x03\x18\xfe\x01R\x05email\x12\x14\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"l\n" +
+	"\x18CreateInvitationResponse\x12>\n" +
+	"\n" +
+	"invitation\x18\x01 \x01(\v2\x1e.sortie.identity.v1.InvitationR\n" +
+	"invitation\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\"\x18\n" +
+	"\x16ListInvitationsRequest\"[\n" +
+	"\x17ListInvitationsResponse\x12@\n" +
+	"\vinvitations\x18\x01 \x03(\v2\x1e.sortie.identity.v1.InvitationR\vinvitations\"2\n" +
+	"\x17RevokeInvitationRequest\x12\x17\n" +
+	"\x02id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x02id\"\x1a\n" +
+	"\x18RevokeInvitationResponse\"5\n" +
+	"\x14GetInvitationRequest\x12\x1d\n" +
+	"\x05token\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x05token\"\xdb\x01\n" +
+	"\x15GetInvitationResponse\x12\x14\n" +
+	"\x05email\x18\x01 \x01(\tR\x05email\x12\x19\n" +
+	"\borg_name\x18\x02 \x01(\tR\aorgName\x12\x19\n" +
+	"\benv_name\x18\x03 \x01(\tR\aenvName\x12\x14\n" +
+	"\x05roles\x18\x04 \x03(\tR\x05roles\x12#\n" +
+	"\rexisting_user\x18\x05 \x01(\bR\fexistingUser\x12;\n" +
+	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"~\n" +
+	"\x17AcceptInvitationRequest\x12\x1d\n" +
+	"\x05token\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x05token\x12\x1c\n" +
+	"\x04name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04name\x12&\n" +
+	"\bpassword\x18\x03 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\bR\bpassword\"G\n" +
+	"\x18AcceptInvitationResponse\x12\x14\n" +
+	"\x05login\x18\x01 \x01(\tR\x05login\x12\x15\n" +
+	"\x06env_id\x18\x02 \x01(\tR\x05envId\"z\n" +
+	"\x15ChangePasswordRequest\x122\n" +
+	"\x10current_password\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x0fcurrentPassword\x12-\n" +
+	"\fnew_password\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\f\x18\x80\bR\vnewPassword\"\x18\n" +
+	"\x16ChangePasswordResponse\"g\n" +
+	"\x14ApproveDeviceRequest\x12$\n" +
+	"\tuser_code\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\buserCode\x12\x15\n" +
+	"\x06env_id\x18\x02 \x01(\tR\x05envId\x12\x12\n" +
+	"\x04deny\x18\x03 \x01(\bR\x04deny\"\x17\n" +
+	"\x15ApproveDeviceResponse\"\x16\n" +
+	"\x14WatchIdentityRequest\"\xd3\x02\n" +
+	"\x15WatchIdentityResponse\x12@\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x1e.sortie.identity.v1.CredentialR\vcredentials\x12.\n" +
+	"\x05users\x18\x02 \x03(\v2\x18.sortie.identity.v1.UserR\x05users\x12@\n" +
+	"\vinvitations\x18\x03 \x03(\v2\x1e.sortie.identity.v1.InvitationR\vinvitations\x12C\n" +
+	"\fenvironments\x18\x04 \x03(\v2\x1f.sortie.identity.v1.EnvironmentR\fenvironments\x12A\n" +
+	"\vmemberships\x18\x05 \x03(\v2\x1f.sortie.identity.v1.EnvironmentR\vmemberships*d\n" +
 	"\rPrincipalType\x12\x1e\n" +
 	"\x1aPRINCIPAL_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PRINCIPAL_TYPE_MACHINE\x10\x01\x12\x17\n" +
-	"\x13PRINCIPAL_TYPE_USER\x10\x022\xf4\a\n" +
+	"\x13PRINCIPAL_TYPE_USER\x10\x022\x9a\x10\n" +
 	"\x0fIdentityService\x12T\n" +
 	"\x06WhoAmI\x12!.sortie.identity.v1.WhoAmIRequest\x1a\".sortie.identity.v1.WhoAmIResponse\"\x03\x90\x02\x01\x12r\n" +
 	"\x10ListEnvironments\x12+.sortie.identity.v1.ListEnvironmentsRequest\x1a,.sortie.identity.v1.ListEnvironmentsResponse\"\x03\x90\x02\x01\x12p\n" +
@@ -1441,7 +2745,18 @@ const file_sortie_identity_v1_identity_proto_rawDesc = "" +
 	"\x10DeleteCredential\x12+.sortie.identity.v1.DeleteCredentialRequest\x1a,.sortie.identity.v1.DeleteCredentialResponse\"\x03\x90\x02\x02\x12x\n" +
 	"\x12GetCredentialRoles\x12-.sortie.identity.v1.GetCredentialRolesRequest\x1a..sortie.identity.v1.GetCredentialRolesResponse\"\x03\x90\x02\x01\x12x\n" +
 	"\x12SetCredentialRoles\x12-.sortie.identity.v1.SetCredentialRolesRequest\x1a..sortie.identity.v1.SetCredentialRolesResponse\"\x03\x90\x02\x02\x12]\n" +
-	"\tListRoles\x12$.sortie.identity.v1.ListRolesRequest\x1a%.sortie.identity.v1.ListRolesResponse\"\x03\x90\x02\x01B\xd1\x01\n" +
+	"\tListRoles\x12$.sortie.identity.v1.ListRolesRequest\x1a%.sortie.identity.v1.ListRolesResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\tListUsers\x12$.sortie.identity.v1.ListUsersRequest\x1a%.sortie.identity.v1.ListUsersResponse\"\x03\x90\x02\x01\x12`\n" +
+	"\n" +
+	"RemoveUser\x12%.sortie.identity.v1.RemoveUserRequest\x1a&.sortie.identity.v1.RemoveUserResponse\"\x03\x90\x02\x02\x12m\n" +
+	"\x10CreateInvitation\x12+.sortie.identity.v1.CreateInvitationRequest\x1a,.sortie.identity.v1.CreateInvitationResponse\x12o\n" +
+	"\x0fListInvitations\x12*.sortie.identity.v1.ListInvitationsRequest\x1a+.sortie.identity.v1.ListInvitationsResponse\"\x03\x90\x02\x01\x12r\n" +
+	"\x10RevokeInvitation\x12+.sortie.identity.v1.RevokeInvitationRequest\x1a,.sortie.identity.v1.RevokeInvitationResponse\"\x03\x90\x02\x02\x12i\n" +
+	"\rGetInvitation\x12(.sortie.identity.v1.GetInvitationRequest\x1a).sortie.identity.v1.GetInvitationResponse\"\x03\x90\x02\x01\x12m\n" +
+	"\x10AcceptInvitation\x12+.sortie.identity.v1.AcceptInvitationRequest\x1a,.sortie.identity.v1.AcceptInvitationResponse\x12g\n" +
+	"\x0eChangePassword\x12).sortie.identity.v1.ChangePasswordRequest\x1a*.sortie.identity.v1.ChangePasswordResponse\x12d\n" +
+	"\rApproveDevice\x12(.sortie.identity.v1.ApproveDeviceRequest\x1a).sortie.identity.v1.ApproveDeviceResponse\x12f\n" +
+	"\rWatchIdentity\x12(.sortie.identity.v1.WatchIdentityRequest\x1a).sortie.identity.v1.WatchIdentityResponse0\x01B\xd1\x01\n" +
 	"\x16com.sortie.identity.v1B\rIdentityProtoP\x01Z>github.com/sortie-dev/sortie/gen/sortie/identity/v1;identityv1\xa2\x02\x03SIX\xaa\x02\x12Sortie.Identity.V1\xca\x02\x12Sortie\\Identity\\V1\xe2\x02\x1eSortie\\Identity\\V1\\GPBMetadata\xea\x02\x14Sortie::Identity::V1b\x06proto3"
 
 var (
@@ -1457,7 +2772,7 @@ func file_sortie_identity_v1_identity_proto_rawDescGZIP() []byte {
 }
 
 var file_sortie_identity_v1_identity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sortie_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_sortie_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_sortie_identity_v1_identity_proto_goTypes = []any{
 	(PrincipalType)(0),                 // 0: sortie.identity.v1.PrincipalType
 	(*Principal)(nil),                  // 1: sortie.identity.v1.Principal
@@ -1483,43 +2798,100 @@ var file_sortie_identity_v1_identity_proto_goTypes = []any{
 	(*SetCredentialRolesResponse)(nil), // 21: sortie.identity.v1.SetCredentialRolesResponse
 	(*ListRolesRequest)(nil),           // 22: sortie.identity.v1.ListRolesRequest
 	(*ListRolesResponse)(nil),          // 23: sortie.identity.v1.ListRolesResponse
-	(*timestamppb.Timestamp)(nil),      // 24: google.protobuf.Timestamp
+	(*User)(nil),                       // 24: sortie.identity.v1.User
+	(*Invitation)(nil),                 // 25: sortie.identity.v1.Invitation
+	(*ListUsersRequest)(nil),           // 26: sortie.identity.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),          // 27: sortie.identity.v1.ListUsersResponse
+	(*RemoveUserRequest)(nil),          // 28: sortie.identity.v1.RemoveUserRequest
+	(*RemoveUserResponse)(nil),         // 29: sortie.identity.v1.RemoveUserResponse
+	(*CreateInvitationRequest)(nil),    // 30: sortie.identity.v1.CreateInvitationRequest
+	(*CreateInvitationResponse)(nil),   // 31: sortie.identity.v1.CreateInvitationResponse
+	(*ListInvitationsRequest)(nil),     // 32: sortie.identity.v1.ListInvitationsRequest
+	(*ListInvitationsResponse)(nil),    // 33: sortie.identity.v1.ListInvitationsResponse
+	(*RevokeInvitationRequest)(nil),    // 34: sortie.identity.v1.RevokeInvitationRequest
+	(*RevokeInvitationResponse)(nil),   // 35: sortie.identity.v1.RevokeInvitationResponse
+	(*GetInvitationRequest)(nil),       // 36: sortie.identity.v1.GetInvitationRequest
+	(*GetInvitationResponse)(nil),      // 37: sortie.identity.v1.GetInvitationResponse
+	(*AcceptInvitationRequest)(nil),    // 38: sortie.identity.v1.AcceptInvitationRequest
+	(*AcceptInvitationResponse)(nil),   // 39: sortie.identity.v1.AcceptInvitationResponse
+	(*ChangePasswordRequest)(nil),      // 40: sortie.identity.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),     // 41: sortie.identity.v1.ChangePasswordResponse
+	(*ApproveDeviceRequest)(nil),       // 42: sortie.identity.v1.ApproveDeviceRequest
+	(*ApproveDeviceResponse)(nil),      // 43: sortie.identity.v1.ApproveDeviceResponse
+	(*WatchIdentityRequest)(nil),       // 44: sortie.identity.v1.WatchIdentityRequest
+	(*WatchIdentityResponse)(nil),      // 45: sortie.identity.v1.WatchIdentityResponse
+	(*timestamppb.Timestamp)(nil),      // 46: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 47: google.protobuf.Duration
 }
 var file_sortie_identity_v1_identity_proto_depIdxs = []int32{
 	0,  // 0: sortie.identity.v1.Principal.type:type_name -> sortie.identity.v1.PrincipalType
-	24, // 1: sortie.identity.v1.Environment.create_time:type_name -> google.protobuf.Timestamp
-	24, // 2: sortie.identity.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	46, // 1: sortie.identity.v1.Environment.create_time:type_name -> google.protobuf.Timestamp
+	46, // 2: sortie.identity.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
 	4,  // 3: sortie.identity.v1.Role.grants:type_name -> sortie.identity.v1.Grant
 	1,  // 4: sortie.identity.v1.WhoAmIResponse.principal:type_name -> sortie.identity.v1.Principal
-	2,  // 5: sortie.identity.v1.ListEnvironmentsResponse.environments:type_name -> sortie.identity.v1.Environment
-	2,  // 6: sortie.identity.v1.CreateEnvironmentResponse.environment:type_name -> sortie.identity.v1.Environment
-	3,  // 7: sortie.identity.v1.CreateEnvironmentResponse.admin_credential:type_name -> sortie.identity.v1.Credential
-	3,  // 8: sortie.identity.v1.ListCredentialsResponse.credentials:type_name -> sortie.identity.v1.Credential
-	3,  // 9: sortie.identity.v1.CreateCredentialResponse.credential:type_name -> sortie.identity.v1.Credential
-	5,  // 10: sortie.identity.v1.ListRolesResponse.roles:type_name -> sortie.identity.v1.Role
-	6,  // 11: sortie.identity.v1.IdentityService.WhoAmI:input_type -> sortie.identity.v1.WhoAmIRequest
-	8,  // 12: sortie.identity.v1.IdentityService.ListEnvironments:input_type -> sortie.identity.v1.ListEnvironmentsRequest
-	10, // 13: sortie.identity.v1.IdentityService.CreateEnvironment:input_type -> sortie.identity.v1.CreateEnvironmentRequest
-	12, // 14: sortie.identity.v1.IdentityService.ListCredentials:input_type -> sortie.identity.v1.ListCredentialsRequest
-	14, // 15: sortie.identity.v1.IdentityService.CreateCredential:input_type -> sortie.identity.v1.CreateCredentialRequest
-	16, // 16: sortie.identity.v1.IdentityService.DeleteCredential:input_type -> sortie.identity.v1.DeleteCredentialRequest
-	18, // 17: sortie.identity.v1.IdentityService.GetCredentialRoles:input_type -> sortie.identity.v1.GetCredentialRolesRequest
-	20, // 18: sortie.identity.v1.IdentityService.SetCredentialRoles:input_type -> sortie.identity.v1.SetCredentialRolesRequest
-	22, // 19: sortie.identity.v1.IdentityService.ListRoles:input_type -> sortie.identity.v1.ListRolesRequest
-	7,  // 20: sortie.identity.v1.IdentityService.WhoAmI:output_type -> sortie.identity.v1.WhoAmIResponse
-	9,  // 21: sortie.identity.v1.IdentityService.ListEnvironments:output_type -> sortie.identity.v1.ListEnvironmentsResponse
-	11, // 22: sortie.identity.v1.IdentityService.CreateEnvironment:output_type -> sortie.identity.v1.CreateEnvironmentResponse
-	13, // 23: sortie.identity.v1.IdentityService.ListCredentials:output_type -> sortie.identity.v1.ListCredentialsResponse
-	15, // 24: sortie.identity.v1.IdentityService.CreateCredential:output_type -> sortie.identity.v1.CreateCredentialResponse
-	17, // 25: sortie.identity.v1.IdentityService.DeleteCredential:output_type -> sortie.identity.v1.DeleteCredentialResponse
-	19, // 26: sortie.identity.v1.IdentityService.GetCredentialRoles:output_type -> sortie.identity.v1.GetCredentialRolesResponse
-	21, // 27: sortie.identity.v1.IdentityService.SetCredentialRoles:output_type -> sortie.identity.v1.SetCredentialRolesResponse
-	23, // 28: sortie.identity.v1.IdentityService.ListRoles:output_type -> sortie.identity.v1.ListRolesResponse
-	20, // [20:29] is the sub-list for method output_type
-	11, // [11:20] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	2,  // 5: sortie.identity.v1.WhoAmIResponse.environments:type_name -> sortie.identity.v1.Environment
+	2,  // 6: sortie.identity.v1.ListEnvironmentsResponse.environments:type_name -> sortie.identity.v1.Environment
+	2,  // 7: sortie.identity.v1.CreateEnvironmentResponse.environment:type_name -> sortie.identity.v1.Environment
+	3,  // 8: sortie.identity.v1.CreateEnvironmentResponse.admin_credential:type_name -> sortie.identity.v1.Credential
+	3,  // 9: sortie.identity.v1.ListCredentialsResponse.credentials:type_name -> sortie.identity.v1.Credential
+	3,  // 10: sortie.identity.v1.CreateCredentialResponse.credential:type_name -> sortie.identity.v1.Credential
+	5,  // 11: sortie.identity.v1.ListRolesResponse.roles:type_name -> sortie.identity.v1.Role
+	46, // 12: sortie.identity.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	46, // 13: sortie.identity.v1.Invitation.create_time:type_name -> google.protobuf.Timestamp
+	46, // 14: sortie.identity.v1.Invitation.expire_time:type_name -> google.protobuf.Timestamp
+	24, // 15: sortie.identity.v1.ListUsersResponse.users:type_name -> sortie.identity.v1.User
+	47, // 16: sortie.identity.v1.CreateInvitationRequest.ttl:type_name -> google.protobuf.Duration
+	25, // 17: sortie.identity.v1.CreateInvitationResponse.invitation:type_name -> sortie.identity.v1.Invitation
+	25, // 18: sortie.identity.v1.ListInvitationsResponse.invitations:type_name -> sortie.identity.v1.Invitation
+	46, // 19: sortie.identity.v1.GetInvitationResponse.expire_time:type_name -> google.protobuf.Timestamp
+	3,  // 20: sortie.identity.v1.WatchIdentityResponse.credentials:type_name -> sortie.identity.v1.Credential
+	24, // 21: sortie.identity.v1.WatchIdentityResponse.users:type_name -> sortie.identity.v1.User
+	25, // 22: sortie.identity.v1.WatchIdentityResponse.invitations:type_name -> sortie.identity.v1.Invitation
+	2,  // 23: sortie.identity.v1.WatchIdentityResponse.environments:type_name -> sortie.identity.v1.Environment
+	2,  // 24: sortie.identity.v1.WatchIdentityResponse.memberships:type_name -> sortie.identity.v1.Environment
+	6,  // 25: sortie.identity.v1.IdentityService.WhoAmI:input_type -> sortie.identity.v1.WhoAmIRequest
+	8,  // 26: sortie.identity.v1.IdentityService.ListEnvironments:input_type -> sortie.identity.v1.ListEnvironmentsRequest
+	10, // 27: sortie.identity.v1.IdentityService.CreateEnvironment:input_type -> sortie.identity.v1.CreateEnvironmentRequest
+	12, // 28: sortie.identity.v1.IdentityService.ListCredentials:input_type -> sortie.identity.v1.ListCredentialsRequest
+	14, // 29: sortie.identity.v1.IdentityService.CreateCredential:input_type -> sortie.identity.v1.CreateCredentialRequest
+	16, // 30: sortie.identity.v1.IdentityService.DeleteCredential:input_type -> sortie.identity.v1.DeleteCredentialRequest
+	18, // 31: sortie.identity.v1.IdentityService.GetCredentialRoles:input_type -> sortie.identity.v1.GetCredentialRolesRequest
+	20, // 32: sortie.identity.v1.IdentityService.SetCredentialRoles:input_type -> sortie.identity.v1.SetCredentialRolesRequest
+	22, // 33: sortie.identity.v1.IdentityService.ListRoles:input_type -> sortie.identity.v1.ListRolesRequest
+	26, // 34: sortie.identity.v1.IdentityService.ListUsers:input_type -> sortie.identity.v1.ListUsersRequest
+	28, // 35: sortie.identity.v1.IdentityService.RemoveUser:input_type -> sortie.identity.v1.RemoveUserRequest
+	30, // 36: sortie.identity.v1.IdentityService.CreateInvitation:input_type -> sortie.identity.v1.CreateInvitationRequest
+	32, // 37: sortie.identity.v1.IdentityService.ListInvitations:input_type -> sortie.identity.v1.ListInvitationsRequest
+	34, // 38: sortie.identity.v1.IdentityService.RevokeInvitation:input_type -> sortie.identity.v1.RevokeInvitationRequest
+	36, // 39: sortie.identity.v1.IdentityService.GetInvitation:input_type -> sortie.identity.v1.GetInvitationRequest
+	38, // 40: sortie.identity.v1.IdentityService.AcceptInvitation:input_type -> sortie.identity.v1.AcceptInvitationRequest
+	40, // 41: sortie.identity.v1.IdentityService.ChangePassword:input_type -> sortie.identity.v1.ChangePasswordRequest
+	42, // 42: sortie.identity.v1.IdentityService.ApproveDevice:input_type -> sortie.identity.v1.ApproveDeviceRequest
+	44, // 43: sortie.identity.v1.IdentityService.WatchIdentity:input_type -> sortie.identity.v1.WatchIdentityRequest
+	7,  // 44: sortie.identity.v1.IdentityService.WhoAmI:output_type -> sortie.identity.v1.WhoAmIResponse
+	9,  // 45: sortie.identity.v1.IdentityService.ListEnvironments:output_type -> sortie.identity.v1.ListEnvironmentsResponse
+	11, // 46: sortie.identity.v1.IdentityService.CreateEnvironment:output_type -> sortie.identity.v1.CreateEnvironmentResponse
+	13, // 47: sortie.identity.v1.IdentityService.ListCredentials:output_type -> sortie.identity.v1.ListCredentialsResponse
+	15, // 48: sortie.identity.v1.IdentityService.CreateCredential:output_type -> sortie.identity.v1.CreateCredentialResponse
+	17, // 49: sortie.identity.v1.IdentityService.DeleteCredential:output_type -> sortie.identity.v1.DeleteCredentialResponse
+	19, // 50: sortie.identity.v1.IdentityService.GetCredentialRoles:output_type -> sortie.identity.v1.GetCredentialRolesResponse
+	21, // 51: sortie.identity.v1.IdentityService.SetCredentialRoles:output_type -> sortie.identity.v1.SetCredentialRolesResponse
+	23, // 52: sortie.identity.v1.IdentityService.ListRoles:output_type -> sortie.identity.v1.ListRolesResponse
+	27, // 53: sortie.identity.v1.IdentityService.ListUsers:output_type -> sortie.identity.v1.ListUsersResponse
+	29, // 54: sortie.identity.v1.IdentityService.RemoveUser:output_type -> sortie.identity.v1.RemoveUserResponse
+	31, // 55: sortie.identity.v1.IdentityService.CreateInvitation:output_type -> sortie.identity.v1.CreateInvitationResponse
+	33, // 56: sortie.identity.v1.IdentityService.ListInvitations:output_type -> sortie.identity.v1.ListInvitationsResponse
+	35, // 57: sortie.identity.v1.IdentityService.RevokeInvitation:output_type -> sortie.identity.v1.RevokeInvitationResponse
+	37, // 58: sortie.identity.v1.IdentityService.GetInvitation:output_type -> sortie.identity.v1.GetInvitationResponse
+	39, // 59: sortie.identity.v1.IdentityService.AcceptInvitation:output_type -> sortie.identity.v1.AcceptInvitationResponse
+	41, // 60: sortie.identity.v1.IdentityService.ChangePassword:output_type -> sortie.identity.v1.ChangePasswordResponse
+	43, // 61: sortie.identity.v1.IdentityService.ApproveDevice:output_type -> sortie.identity.v1.ApproveDeviceResponse
+	45, // 62: sortie.identity.v1.IdentityService.WatchIdentity:output_type -> sortie.identity.v1.WatchIdentityResponse
+	44, // [44:63] is the sub-list for method output_type
+	25, // [25:44] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_sortie_identity_v1_identity_proto_init() }
@@ -1533,7 +2905,7 @@ func file_sortie_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sortie_identity_v1_identity_proto_rawDesc), len(file_sortie_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -62,6 +62,36 @@ const (
 	// IdentityServiceListRolesProcedure is the fully-qualified name of the IdentityService's ListRoles
 	// RPC.
 	IdentityServiceListRolesProcedure = "/sortie.identity.v1.IdentityService/ListRoles"
+	// IdentityServiceListUsersProcedure is the fully-qualified name of the IdentityService's ListUsers
+	// RPC.
+	IdentityServiceListUsersProcedure = "/sortie.identity.v1.IdentityService/ListUsers"
+	// IdentityServiceRemoveUserProcedure is the fully-qualified name of the IdentityService's
+	// RemoveUser RPC.
+	IdentityServiceRemoveUserProcedure = "/sortie.identity.v1.IdentityService/RemoveUser"
+	// IdentityServiceCreateInvitationProcedure is the fully-qualified name of the IdentityService's
+	// CreateInvitation RPC.
+	IdentityServiceCreateInvitationProcedure = "/sortie.identity.v1.IdentityService/CreateInvitation"
+	// IdentityServiceListInvitationsProcedure is the fully-qualified name of the IdentityService's
+	// ListInvitations RPC.
+	IdentityServiceListInvitationsProcedure = "/sortie.identity.v1.IdentityService/ListInvitations"
+	// IdentityServiceRevokeInvitationProcedure is the fully-qualified name of the IdentityService's
+	// RevokeInvitation RPC.
+	IdentityServiceRevokeInvitationProcedure = "/sortie.identity.v1.IdentityService/RevokeInvitation"
+	// IdentityServiceGetInvitationProcedure is the fully-qualified name of the IdentityService's
+	// GetInvitation RPC.
+	IdentityServiceGetInvitationProcedure = "/sortie.identity.v1.IdentityService/GetInvitation"
+	// IdentityServiceAcceptInvitationProcedure is the fully-qualified name of the IdentityService's
+	// AcceptInvitation RPC.
+	IdentityServiceAcceptInvitationProcedure = "/sortie.identity.v1.IdentityService/AcceptInvitation"
+	// IdentityServiceChangePasswordProcedure is the fully-qualified name of the IdentityService's
+	// ChangePassword RPC.
+	IdentityServiceChangePasswordProcedure = "/sortie.identity.v1.IdentityService/ChangePassword"
+	// IdentityServiceApproveDeviceProcedure is the fully-qualified name of the IdentityService's
+	// ApproveDevice RPC.
+	IdentityServiceApproveDeviceProcedure = "/sortie.identity.v1.IdentityService/ApproveDevice"
+	// IdentityServiceWatchIdentityProcedure is the fully-qualified name of the IdentityService's
+	// WatchIdentity RPC.
+	IdentityServiceWatchIdentityProcedure = "/sortie.identity.v1.IdentityService/WatchIdentity"
 )
 
 // IdentityServiceClient is a client for the sortie.identity.v1.IdentityService service.
@@ -88,6 +118,37 @@ type IdentityServiceClient interface {
 	// ListRoles lists the roles that can be granted in the caller's environment
 	// (manage:credentials).
 	ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error)
+	// ListUsers lists the people who are members of the caller's environment, with their
+	// roles there (manage:tenant).
+	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
+	// RemoveUser removes a person from the caller's environment; their sessions and tokens for
+	// it stop working at once. A user left with no environment is deleted (manage:tenant).
+	RemoveUser(context.Context, *connect.Request[v1.RemoveUserRequest]) (*connect.Response[v1.RemoveUserResponse], error)
+	// CreateInvitation invites a person to the caller's environment with roles the caller may
+	// grant, and returns the invitation link, the only time it is shown (manage:tenant).
+	CreateInvitation(context.Context, *connect.Request[v1.CreateInvitationRequest]) (*connect.Response[v1.CreateInvitationResponse], error)
+	// ListInvitations lists the caller's environment's pending invitations, without their
+	// links (manage:tenant).
+	ListInvitations(context.Context, *connect.Request[v1.ListInvitationsRequest]) (*connect.Response[v1.ListInvitationsResponse], error)
+	// RevokeInvitation withdraws a pending invitation (manage:tenant).
+	RevokeInvitation(context.Context, *connect.Request[v1.RevokeInvitationRequest]) (*connect.Response[v1.RevokeInvitationResponse], error)
+	// GetInvitation describes the invitation a link carries, so the page can show what
+	// accepting means. It needs no token: the link's secret is the proof.
+	GetInvitation(context.Context, *connect.Request[v1.GetInvitationRequest]) (*connect.Response[v1.GetInvitationResponse], error)
+	// AcceptInvitation uses an invitation link once: a new person sets a name and password, a
+	// person who already has an account proves it with their password. It needs no token.
+	AcceptInvitation(context.Context, *connect.Request[v1.AcceptInvitationRequest]) (*connect.Response[v1.AcceptInvitationResponse], error)
+	// ChangePassword changes the signed-in local user's own password (a user token).
+	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
+	// ApproveDevice approves (or denies) a device-flow sign-in, such as `sortie login`, for one
+	// of the signed-in user's environments (a user token).
+	ApproveDevice(context.Context, *connect.Request[v1.ApproveDeviceRequest]) (*connect.Response[v1.ApproveDeviceResponse], error)
+	// WatchIdentity streams the identity side of the caller's environment: a full snapshot
+	// first and again whenever something in it changes. Each part is filled only when the
+	// caller's scopes allow reading it (credentials: manage:credentials; users, invitations
+	// and every environment: manage:tenant); the environments a user belongs to are always
+	// there. Any valid token may call it.
+	WatchIdentity(context.Context, *connect.Request[v1.WatchIdentityRequest]) (*connect.ServerStreamForClient[v1.WatchIdentityResponse], error)
 }
 
 // NewIdentityServiceClient constructs a client for the sortie.identity.v1.IdentityService service.
@@ -162,6 +223,71 @@ func NewIdentityServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listUsers: connect.NewClient[v1.ListUsersRequest, v1.ListUsersResponse](
+			httpClient,
+			baseURL+IdentityServiceListUsersProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("ListUsers")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		removeUser: connect.NewClient[v1.RemoveUserRequest, v1.RemoveUserResponse](
+			httpClient,
+			baseURL+IdentityServiceRemoveUserProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("RemoveUser")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		createInvitation: connect.NewClient[v1.CreateInvitationRequest, v1.CreateInvitationResponse](
+			httpClient,
+			baseURL+IdentityServiceCreateInvitationProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("CreateInvitation")),
+			connect.WithClientOptions(opts...),
+		),
+		listInvitations: connect.NewClient[v1.ListInvitationsRequest, v1.ListInvitationsResponse](
+			httpClient,
+			baseURL+IdentityServiceListInvitationsProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("ListInvitations")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		revokeInvitation: connect.NewClient[v1.RevokeInvitationRequest, v1.RevokeInvitationResponse](
+			httpClient,
+			baseURL+IdentityServiceRevokeInvitationProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("RevokeInvitation")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		getInvitation: connect.NewClient[v1.GetInvitationRequest, v1.GetInvitationResponse](
+			httpClient,
+			baseURL+IdentityServiceGetInvitationProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("GetInvitation")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		acceptInvitation: connect.NewClient[v1.AcceptInvitationRequest, v1.AcceptInvitationResponse](
+			httpClient,
+			baseURL+IdentityServiceAcceptInvitationProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("AcceptInvitation")),
+			connect.WithClientOptions(opts...),
+		),
+		changePassword: connect.NewClient[v1.ChangePasswordRequest, v1.ChangePasswordResponse](
+			httpClient,
+			baseURL+IdentityServiceChangePasswordProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("ChangePassword")),
+			connect.WithClientOptions(opts...),
+		),
+		approveDevice: connect.NewClient[v1.ApproveDeviceRequest, v1.ApproveDeviceResponse](
+			httpClient,
+			baseURL+IdentityServiceApproveDeviceProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("ApproveDevice")),
+			connect.WithClientOptions(opts...),
+		),
+		watchIdentity: connect.NewClient[v1.WatchIdentityRequest, v1.WatchIdentityResponse](
+			httpClient,
+			baseURL+IdentityServiceWatchIdentityProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("WatchIdentity")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -176,6 +302,16 @@ type identityServiceClient struct {
 	getCredentialRoles *connect.Client[v1.GetCredentialRolesRequest, v1.GetCredentialRolesResponse]
 	setCredentialRoles *connect.Client[v1.SetCredentialRolesRequest, v1.SetCredentialRolesResponse]
 	listRoles          *connect.Client[v1.ListRolesRequest, v1.ListRolesResponse]
+	listUsers          *connect.Client[v1.ListUsersRequest, v1.ListUsersResponse]
+	removeUser         *connect.Client[v1.RemoveUserRequest, v1.RemoveUserResponse]
+	createInvitation   *connect.Client[v1.CreateInvitationRequest, v1.CreateInvitationResponse]
+	listInvitations    *connect.Client[v1.ListInvitationsRequest, v1.ListInvitationsResponse]
+	revokeInvitation   *connect.Client[v1.RevokeInvitationRequest, v1.RevokeInvitationResponse]
+	getInvitation      *connect.Client[v1.GetInvitationRequest, v1.GetInvitationResponse]
+	acceptInvitation   *connect.Client[v1.AcceptInvitationRequest, v1.AcceptInvitationResponse]
+	changePassword     *connect.Client[v1.ChangePasswordRequest, v1.ChangePasswordResponse]
+	approveDevice      *connect.Client[v1.ApproveDeviceRequest, v1.ApproveDeviceResponse]
+	watchIdentity      *connect.Client[v1.WatchIdentityRequest, v1.WatchIdentityResponse]
 }
 
 // WhoAmI calls sortie.identity.v1.IdentityService.WhoAmI.
@@ -223,6 +359,56 @@ func (c *identityServiceClient) ListRoles(ctx context.Context, req *connect.Requ
 	return c.listRoles.CallUnary(ctx, req)
 }
 
+// ListUsers calls sortie.identity.v1.IdentityService.ListUsers.
+func (c *identityServiceClient) ListUsers(ctx context.Context, req *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error) {
+	return c.listUsers.CallUnary(ctx, req)
+}
+
+// RemoveUser calls sortie.identity.v1.IdentityService.RemoveUser.
+func (c *identityServiceClient) RemoveUser(ctx context.Context, req *connect.Request[v1.RemoveUserRequest]) (*connect.Response[v1.RemoveUserResponse], error) {
+	return c.removeUser.CallUnary(ctx, req)
+}
+
+// CreateInvitation calls sortie.identity.v1.IdentityService.CreateInvitation.
+func (c *identityServiceClient) CreateInvitation(ctx context.Context, req *connect.Request[v1.CreateInvitationRequest]) (*connect.Response[v1.CreateInvitationResponse], error) {
+	return c.createInvitation.CallUnary(ctx, req)
+}
+
+// ListInvitations calls sortie.identity.v1.IdentityService.ListInvitations.
+func (c *identityServiceClient) ListInvitations(ctx context.Context, req *connect.Request[v1.ListInvitationsRequest]) (*connect.Response[v1.ListInvitationsResponse], error) {
+	return c.listInvitations.CallUnary(ctx, req)
+}
+
+// RevokeInvitation calls sortie.identity.v1.IdentityService.RevokeInvitation.
+func (c *identityServiceClient) RevokeInvitation(ctx context.Context, req *connect.Request[v1.RevokeInvitationRequest]) (*connect.Response[v1.RevokeInvitationResponse], error) {
+	return c.revokeInvitation.CallUnary(ctx, req)
+}
+
+// GetInvitation calls sortie.identity.v1.IdentityService.GetInvitation.
+func (c *identityServiceClient) GetInvitation(ctx context.Context, req *connect.Request[v1.GetInvitationRequest]) (*connect.Response[v1.GetInvitationResponse], error) {
+	return c.getInvitation.CallUnary(ctx, req)
+}
+
+// AcceptInvitation calls sortie.identity.v1.IdentityService.AcceptInvitation.
+func (c *identityServiceClient) AcceptInvitation(ctx context.Context, req *connect.Request[v1.AcceptInvitationRequest]) (*connect.Response[v1.AcceptInvitationResponse], error) {
+	return c.acceptInvitation.CallUnary(ctx, req)
+}
+
+// ChangePassword calls sortie.identity.v1.IdentityService.ChangePassword.
+func (c *identityServiceClient) ChangePassword(ctx context.Context, req *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error) {
+	return c.changePassword.CallUnary(ctx, req)
+}
+
+// ApproveDevice calls sortie.identity.v1.IdentityService.ApproveDevice.
+func (c *identityServiceClient) ApproveDevice(ctx context.Context, req *connect.Request[v1.ApproveDeviceRequest]) (*connect.Response[v1.ApproveDeviceResponse], error) {
+	return c.approveDevice.CallUnary(ctx, req)
+}
+
+// WatchIdentity calls sortie.identity.v1.IdentityService.WatchIdentity.
+func (c *identityServiceClient) WatchIdentity(ctx context.Context, req *connect.Request[v1.WatchIdentityRequest]) (*connect.ServerStreamForClient[v1.WatchIdentityResponse], error) {
+	return c.watchIdentity.CallServerStream(ctx, req)
+}
+
 // IdentityServiceHandler is an implementation of the sortie.identity.v1.IdentityService service.
 type IdentityServiceHandler interface {
 	// WhoAmI returns the principal of the caller's token. Any valid token may call it.
@@ -247,6 +433,37 @@ type IdentityServiceHandler interface {
 	// ListRoles lists the roles that can be granted in the caller's environment
 	// (manage:credentials).
 	ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error)
+	// ListUsers lists the people who are members of the caller's environment, with their
+	// roles there (manage:tenant).
+	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
+	// RemoveUser removes a person from the caller's environment; their sessions and tokens for
+	// it stop working at once. A user left with no environment is deleted (manage:tenant).
+	RemoveUser(context.Context, *connect.Request[v1.RemoveUserRequest]) (*connect.Response[v1.RemoveUserResponse], error)
+	// CreateInvitation invites a person to the caller's environment with roles the caller may
+	// grant, and returns the invitation link, the only time it is shown (manage:tenant).
+	CreateInvitation(context.Context, *connect.Request[v1.CreateInvitationRequest]) (*connect.Response[v1.CreateInvitationResponse], error)
+	// ListInvitations lists the caller's environment's pending invitations, without their
+	// links (manage:tenant).
+	ListInvitations(context.Context, *connect.Request[v1.ListInvitationsRequest]) (*connect.Response[v1.ListInvitationsResponse], error)
+	// RevokeInvitation withdraws a pending invitation (manage:tenant).
+	RevokeInvitation(context.Context, *connect.Request[v1.RevokeInvitationRequest]) (*connect.Response[v1.RevokeInvitationResponse], error)
+	// GetInvitation describes the invitation a link carries, so the page can show what
+	// accepting means. It needs no token: the link's secret is the proof.
+	GetInvitation(context.Context, *connect.Request[v1.GetInvitationRequest]) (*connect.Response[v1.GetInvitationResponse], error)
+	// AcceptInvitation uses an invitation link once: a new person sets a name and password, a
+	// person who already has an account proves it with their password. It needs no token.
+	AcceptInvitation(context.Context, *connect.Request[v1.AcceptInvitationRequest]) (*connect.Response[v1.AcceptInvitationResponse], error)
+	// ChangePassword changes the signed-in local user's own password (a user token).
+	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
+	// ApproveDevice approves (or denies) a device-flow sign-in, such as `sortie login`, for one
+	// of the signed-in user's environments (a user token).
+	ApproveDevice(context.Context, *connect.Request[v1.ApproveDeviceRequest]) (*connect.Response[v1.ApproveDeviceResponse], error)
+	// WatchIdentity streams the identity side of the caller's environment: a full snapshot
+	// first and again whenever something in it changes. Each part is filled only when the
+	// caller's scopes allow reading it (credentials: manage:credentials; users, invitations
+	// and every environment: manage:tenant); the environments a user belongs to are always
+	// there. Any valid token may call it.
+	WatchIdentity(context.Context, *connect.Request[v1.WatchIdentityRequest], *connect.ServerStream[v1.WatchIdentityResponse]) error
 }
 
 // NewIdentityServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -317,6 +534,71 @@ func NewIdentityServiceHandler(svc IdentityServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	identityServiceListUsersHandler := connect.NewUnaryHandler(
+		IdentityServiceListUsersProcedure,
+		svc.ListUsers,
+		connect.WithSchema(identityServiceMethods.ByName("ListUsers")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	identityServiceRemoveUserHandler := connect.NewUnaryHandler(
+		IdentityServiceRemoveUserProcedure,
+		svc.RemoveUser,
+		connect.WithSchema(identityServiceMethods.ByName("RemoveUser")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	identityServiceCreateInvitationHandler := connect.NewUnaryHandler(
+		IdentityServiceCreateInvitationProcedure,
+		svc.CreateInvitation,
+		connect.WithSchema(identityServiceMethods.ByName("CreateInvitation")),
+		connect.WithHandlerOptions(opts...),
+	)
+	identityServiceListInvitationsHandler := connect.NewUnaryHandler(
+		IdentityServiceListInvitationsProcedure,
+		svc.ListInvitations,
+		connect.WithSchema(identityServiceMethods.ByName("ListInvitations")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	identityServiceRevokeInvitationHandler := connect.NewUnaryHandler(
+		IdentityServiceRevokeInvitationProcedure,
+		svc.RevokeInvitation,
+		connect.WithSchema(identityServiceMethods.ByName("RevokeInvitation")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	identityServiceGetInvitationHandler := connect.NewUnaryHandler(
+		IdentityServiceGetInvitationProcedure,
+		svc.GetInvitation,
+		connect.WithSchema(identityServiceMethods.ByName("GetInvitation")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	identityServiceAcceptInvitationHandler := connect.NewUnaryHandler(
+		IdentityServiceAcceptInvitationProcedure,
+		svc.AcceptInvitation,
+		connect.WithSchema(identityServiceMethods.ByName("AcceptInvitation")),
+		connect.WithHandlerOptions(opts...),
+	)
+	identityServiceChangePasswordHandler := connect.NewUnaryHandler(
+		IdentityServiceChangePasswordProcedure,
+		svc.ChangePassword,
+		connect.WithSchema(identityServiceMethods.ByName("ChangePassword")),
+		connect.WithHandlerOptions(opts...),
+	)
+	identityServiceApproveDeviceHandler := connect.NewUnaryHandler(
+		IdentityServiceApproveDeviceProcedure,
+		svc.ApproveDevice,
+		connect.WithSchema(identityServiceMethods.ByName("ApproveDevice")),
+		connect.WithHandlerOptions(opts...),
+	)
+	identityServiceWatchIdentityHandler := connect.NewServerStreamHandler(
+		IdentityServiceWatchIdentityProcedure,
+		svc.WatchIdentity,
+		connect.WithSchema(identityServiceMethods.ByName("WatchIdentity")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sortie.identity.v1.IdentityService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case IdentityServiceWhoAmIProcedure:
@@ -337,6 +619,26 @@ func NewIdentityServiceHandler(svc IdentityServiceHandler, opts ...connect.Handl
 			identityServiceSetCredentialRolesHandler.ServeHTTP(w, r)
 		case IdentityServiceListRolesProcedure:
 			identityServiceListRolesHandler.ServeHTTP(w, r)
+		case IdentityServiceListUsersProcedure:
+			identityServiceListUsersHandler.ServeHTTP(w, r)
+		case IdentityServiceRemoveUserProcedure:
+			identityServiceRemoveUserHandler.ServeHTTP(w, r)
+		case IdentityServiceCreateInvitationProcedure:
+			identityServiceCreateInvitationHandler.ServeHTTP(w, r)
+		case IdentityServiceListInvitationsProcedure:
+			identityServiceListInvitationsHandler.ServeHTTP(w, r)
+		case IdentityServiceRevokeInvitationProcedure:
+			identityServiceRevokeInvitationHandler.ServeHTTP(w, r)
+		case IdentityServiceGetInvitationProcedure:
+			identityServiceGetInvitationHandler.ServeHTTP(w, r)
+		case IdentityServiceAcceptInvitationProcedure:
+			identityServiceAcceptInvitationHandler.ServeHTTP(w, r)
+		case IdentityServiceChangePasswordProcedure:
+			identityServiceChangePasswordHandler.ServeHTTP(w, r)
+		case IdentityServiceApproveDeviceProcedure:
+			identityServiceApproveDeviceHandler.ServeHTTP(w, r)
+		case IdentityServiceWatchIdentityProcedure:
+			identityServiceWatchIdentityHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -380,4 +682,44 @@ func (UnimplementedIdentityServiceHandler) SetCredentialRoles(context.Context, *
 
 func (UnimplementedIdentityServiceHandler) ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.ListRoles is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.ListUsers is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) RemoveUser(context.Context, *connect.Request[v1.RemoveUserRequest]) (*connect.Response[v1.RemoveUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.RemoveUser is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) CreateInvitation(context.Context, *connect.Request[v1.CreateInvitationRequest]) (*connect.Response[v1.CreateInvitationResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.CreateInvitation is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) ListInvitations(context.Context, *connect.Request[v1.ListInvitationsRequest]) (*connect.Response[v1.ListInvitationsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.ListInvitations is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) RevokeInvitation(context.Context, *connect.Request[v1.RevokeInvitationRequest]) (*connect.Response[v1.RevokeInvitationResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.RevokeInvitation is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) GetInvitation(context.Context, *connect.Request[v1.GetInvitationRequest]) (*connect.Response[v1.GetInvitationResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.GetInvitation is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) AcceptInvitation(context.Context, *connect.Request[v1.AcceptInvitationRequest]) (*connect.Response[v1.AcceptInvitationResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.AcceptInvitation is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.ChangePassword is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) ApproveDevice(context.Context, *connect.Request[v1.ApproveDeviceRequest]) (*connect.Response[v1.ApproveDeviceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.ApproveDevice is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) WatchIdentity(context.Context, *connect.Request[v1.WatchIdentityRequest], *connect.ServerStream[v1.WatchIdentityResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("sortie.identity.v1.IdentityService.WatchIdentity is not implemented"))
 }
