@@ -18,6 +18,11 @@
 //	pipelines/<org>/<env>/completed/<key>       id, oldest completion first (retention)
 //	pipelines/<org>/<env>/leases/<id>           lease
 //	pipelines/<org>/<env>/lease_tokens/<id>     last fencing token, kept across releases
+//	users/<org>/<id>                            user
+//	user_ids/<id>                               organization owning the user id
+//	user_logins/<login>                         user id holding the login
+//	tickets/<kind>/<id>                         ticket value and expiry (expired ones are
+//	                                            removed by the next put of their kind)
 //
 // Credentials are nested per tenant (organization, then environment) rather than under an
 // "org/env" key, so no choice of ids can make two tenants share a bucket; so are pipelines.
@@ -52,6 +57,10 @@ const (
 	bucketSigningKeys     = "signing_keys"
 	bucketSettings        = "settings"
 	bucketPipelines       = "pipelines"
+	bucketUsers           = "users"
+	bucketUserIDs         = "user_ids"
+	bucketUserLogins      = "user_logins"
+	bucketTickets         = "tickets"
 )
 
 // ErrInUse means another process holds the data file open; only one process may use it.
@@ -81,6 +90,7 @@ func Open(path string) (*Store, error) {
 		for _, name := range []string{
 			bucketOrganizations, bucketEnvironments, bucketCredentials,
 			bucketCredentialIndex, bucketSigningKeys, bucketSettings, bucketPipelines,
+			bucketUsers, bucketUserIDs, bucketUserLogins, bucketTickets,
 		} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err

@@ -21,6 +21,16 @@
 //	sortie:{t:<org>/<env>}:pipeline_completed sorted set of "<completion time>/<id>"
 //	sortie:{t:<org>/<env>}:lease:<id>         hash holder, token, expires_us
 //	sortie:{t:<org>/<env>}:lease_token:<id>   last fencing token (INCR), kept across releases
+//	sortie:{users}:ids                        hash user id -> organization id
+//	sortie:{users}:logins                     hash login -> user id
+//	sortie:{users}:org:<org>                  hash user id -> user
+//	sortie:{tkt:<kind>}:ticket:<id>           hash value, expires; the key expires with it
+//	sortie:{tkt:<kind>}:index                 sorted set of ids scored by expiry (ms); the
+//	                                          entries of expired tickets are dropped lazily
+//
+// Users share the one hash tag {users} (they are few), so creating one checks its id and
+// login and inserts it in one script; the tickets of one kind share {tkt:<kind>}, so putting,
+// swapping and taking one (exactly one of concurrent takers wins) are scripts too.
 //
 // Records are JSON. Ids are path-escaped inside key names, so no id can make two tenants
 // share a key or break out of a hash tag. No command or script touches keys of two hash tags,

@@ -54,6 +54,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, reopen func(t *testi
 		{"Retention", testRetention},
 		{"PipelineRaces", testPipelineRaces},
 		{"PipelineCopies", testPipelineCopies},
+		{"Users", testUsers},
+		{"UsersBadInput", testUsersBadInput},
+		{"UsersRace", testUsersRace},
+		{"Tickets", testTickets},
+		{"TicketsBadInput", testTicketsBadInput},
+		{"TicketsExpiry", testTicketsExpiry},
+		{"TicketsRace", testTicketsRace},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -675,9 +682,11 @@ func testPersistence(t *testing.T, open func(t *testing.T) store.Store, reopen f
 	must(t, s.PutSigningKey(ctx, k1))
 	ok(s.SetSettingIfAbsent(ctx, "bootstrap", []byte("done")))(t)
 	checkPipelines := writePipelines(t, s)
+	checkUsers := writeUsers(t, s)
 
 	s = reopen(t, s)
 	checkPipelines(t, s)
+	checkUsers(t, s)
 
 	diff(t, "GetOrganization", acme, ok(s.GetOrganization(ctx, "acme"))(t))
 	diff(t, "ListEnvironments", []store.Environment{dev, prod}, ok(s.ListEnvironments(ctx, "acme"))(t))
