@@ -24,7 +24,8 @@
 //	sortie:{users}:ids                        hash user id -> organization id
 //	sortie:{users}:logins                     hash login -> user id
 //	sortie:{users}:org:<org>                  hash user id -> user
-//	sortie:{tkt:<kind>}:ticket:<id>           hash value, expires; the key expires with it
+//	sortie:{tkt:<kind>}:ticket:<id>           hash value, expires, exp_ms; the key expires
+//	                                          with the ticket
 //	sortie:{tkt:<kind>}:index                 sorted set of ids scored by expiry (ms); the
 //	                                          entries of expired tickets are dropped lazily
 //

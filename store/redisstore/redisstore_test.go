@@ -138,6 +138,25 @@ func TestOutageAndRecovery(t *testing.T) {
 					_, err := s.ListActivePipelines(ctx)
 					return err
 				}},
+				{"CreateUser", func(ctx context.Context) error {
+					_, err := s.CreateUser(ctx, store.User{ID: "u1", OrgID: "acme", Login: "alice"})
+					return err
+				}},
+				{"LookupUser", func(ctx context.Context) error {
+					_, err := s.LookupUser(ctx, "alice")
+					return err
+				}},
+				{"PutTicket", func(ctx context.Context) error {
+					return s.PutTicket(ctx, store.Ticket{Kind: store.TicketSession, ID: "s1", ExpiresAt: time.Now().Add(time.Minute)})
+				}},
+				{"TakeTicket", func(ctx context.Context) error {
+					_, err := s.TakeTicket(ctx, store.TicketSession, "s1")
+					return err
+				}},
+				{"ListTickets", func(ctx context.Context) error {
+					_, err := s.ListTickets(ctx, store.TicketSession, "")
+					return err
+				}},
 			}
 			for _, c := range calls {
 				err := c.call(ctx)
@@ -273,6 +292,21 @@ func TestKeyLayout(t *testing.T) {
 	writes = append(writes, err)
 	_, err = s.DeletePipelinesCompletedBefore(ctx, now.Add(-time.Minute))
 	writes = append(writes, err)
+	// Users of two organizations, one deleted; tickets of two kinds, one taken.
+	_, err = s.CreateUser(ctx, store.User{ID: "u1", OrgID: "acme", Login: "alice"})
+	writes = append(writes, err)
+	_, err = s.CreateUser(ctx, store.User{ID: "u2", OrgID: "x}y", Login: "bob"})
+	writes = append(writes, err)
+	_, err = s.CreateUser(ctx, store.User{ID: "u3", OrgID: "globex", Login: "carol"})
+	writes = append(writes, err)
+	writes = append(writes, s.DeleteUser(ctx, "globex", "u3"))
+	writes = append(writes,
+		s.PutTicket(ctx, store.Ticket{Kind: store.TicketSession, ID: "s}1", ExpiresAt: now.Add(time.Minute)}),
+		s.PutTicket(ctx, store.Ticket{Kind: store.TicketAuthCode, ID: "c1", ExpiresAt: now.Add(time.Minute)}),
+		s.PutTicket(ctx, store.Ticket{Kind: store.TicketAuthCode, ID: "c2", ExpiresAt: now.Add(time.Minute)}),
+	)
+	_, err = s.TakeTicket(ctx, store.TicketAuthCode, "c2")
+	writes = append(writes, err)
 	if err := errors.Join(writes...); err != nil {
 		t.Fatal(err)
 	}
@@ -300,6 +334,20 @@ func TestKeyLayout(t *testing.T) {
 		"o:acme": {
 			"sortie:{o:acme}:environment_names",
 			"sortie:{o:acme}:environments",
+		},
+		"users": {
+			"sortie:{users}:ids",
+			"sortie:{users}:logins",
+			"sortie:{users}:org:acme",
+			"sortie:{users}:org:x%7Dy",
+		},
+		"tkt:authcode": {
+			"sortie:{tkt:authcode}:index",
+			"sortie:{tkt:authcode}:ticket:c1",
+		},
+		"tkt:session": {
+			"sortie:{tkt:session}:index",
+			"sortie:{tkt:session}:ticket:s%7D1",
 		},
 		"t:acme/prod": {"sortie:{t:acme/prod}:credentials"},
 		"t:acme/dev":  {"sortie:{t:acme/dev}:credentials"},

@@ -25,8 +25,8 @@ const (
 // usersKey names the hash of orgID's users (user id -> user).
 func usersKey(orgID string) string { return "sortie:{users}:org:" + url.PathEscape(orgID) }
 
-// ticketKey names the hash of one ticket (fields value and expires, the key expiring with
-// the ticket) and ticketIndexKey the kind's sorted set of ids scored by expiry in
+// ticketKey names the hash of one ticket (fields value, expires and exp_ms, the key expiring
+// with the ticket) and ticketIndexKey the kind's sorted set of ids scored by expiry in
 // milliseconds. Both carry the kind's hash tag.
 func ticketKey(kind, id string) string {
 	return "sortie:{tkt:" + url.PathEscape(kind) + "}:ticket:" + url.PathEscape(id)
@@ -70,12 +70,15 @@ return 1
 `
 
 // putTicketScript stores a ticket unless a live one has its id, and drops the index entries
-// of expired tickets.
+// of expired tickets. Live is judged by the caller's clock (the exp_ms field), as every read
+// does, so a ticket this process sees expired never blocks its id while Redis's clock lags.
 // KEYS: 1 ticket, 2 index. ARGV: 1 id, 2 value, 3 expires (as stored), 4 expiry ms, 5 now ms.
 const putTicketScript = `
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'value', ARGV[2], 'expires', ARGV[3])
+local cur = redis.call('HGET', KEYS[1], 'exp_ms')
+if cur and tonumber(cur) > tonumber(ARGV[5]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'value', ARGV[2], 'expires', ARGV[3], 'exp_ms', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
