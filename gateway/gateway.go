@@ -48,10 +48,13 @@ type Gateway struct {
 	streamRecheck time.Duration
 	// bodyTimeout is how long a request body may take to arrive (bodyReadTimeout).
 	bodyTimeout time.Duration
-	api         huma.API
-	mux         *routeMux
-	reg         *prometheus.Registry
-	requests    *prometheus.CounterVec
+	// ssoName is the external identity provider's name on the sign-in page's button; empty
+	// when none is configured (no button).
+	ssoName  string
+	api      huma.API
+	mux      *routeMux
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
 }
 
 // Option configures a Gateway.
@@ -80,6 +83,7 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 	g.api.UseMiddleware(g.restAuth, g.refuseDuplicateKeys)
 
 	g.registerOIDC()
+	g.registerSignIn()
 	g.registerIdentityREST()
 	g.registerInfraREST()
 	g.registerAgentManifest()

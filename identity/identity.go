@@ -36,6 +36,12 @@ type Config struct {
 	Audiences []string
 	// TokenTTL is the lifetime of issued tokens.
 	TokenTTL time.Duration
+	// SessionTTL is the lifetime of a console session's token (renewed while the session is
+	// used); zero means DefaultSessionTTL.
+	SessionTTL time.Duration
+	// SessionMaxAge is how long a console session lasts from sign-in, however active; zero
+	// means DefaultSessionMaxAge.
+	SessionMaxAge time.Duration
 	// KeyRotation is how long one key signs before a new one takes over.
 	KeyRotation time.Duration
 	// MasterKey (32 bytes) encrypts signing keys and keys the client-secret hash.
@@ -67,6 +73,11 @@ type Service struct {
 	issuer    string
 	audiences []string
 	ttl       time.Duration
+	// sessionTTL and sessionMaxAge bound console sessions (sessions.go).
+	sessionTTL    time.Duration
+	sessionMaxAge time.Duration
+	// passwords bounds the argon2id hashes running at once (password.go).
+	passwords chan struct{}
 	hashKey   []byte
 	now       func() time.Time
 	// failures counts failed token requests: in the store when it is shared by replicas.
@@ -105,20 +116,25 @@ func New(ctx context.Context, log *slog.Logger, st store.Store, cfg Config) (*Se
 	if now == nil {
 		now = time.Now
 	}
-	keys, err := NewKeyring(ctx, log, st, cfg.MasterKey, cfg.KeyRotation, cfg.TokenTTL, now)
+	sessionTTL := cmp.Or(cfg.SessionTTL, DefaultSessionTTL)
+	// Keys are kept as long as the longest-lived token they signed may be presented.
+	keys, err := NewKeyring(ctx, log, st, cfg.MasterKey, cfg.KeyRotation, max(cfg.TokenTTL, sessionTTL), now)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
 		log: log, st: st, keys: keys,
-		verifier:  NewVerifier(keys, cfg.Issuer, cfg.Audiences, now),
-		issuer:    cfg.Issuer,
-		audiences: slices.Clone(cfg.Audiences),
-		ttl:       cfg.TokenTTL,
-		hashKey:   deriveKey(cfg.MasterKey, "sortie client secret hash"),
-		now:       now,
-		tokens:    newTokenCache(now),
-		creds:     newCredentialCache(cmp.Or(cfg.CredentialCheckTTL, DefaultCredentialCheckTTL), now),
+		verifier:      NewVerifier(keys, cfg.Issuer, cfg.Audiences, now),
+		issuer:        cfg.Issuer,
+		audiences:     slices.Clone(cfg.Audiences),
+		ttl:           cfg.TokenTTL,
+		sessionTTL:    sessionTTL,
+		sessionMaxAge: cmp.Or(cfg.SessionMaxAge, DefaultSessionMaxAge),
+		passwords:     make(chan struct{}, maxConcurrentHashes),
+		hashKey:       deriveKey(cfg.MasterKey, "sortie client secret hash"),
+		now:           now,
+		tokens:        newTokenCache(now),
+		creds:         newCredentialCache(cmp.Or(cfg.CredentialCheckTTL, DefaultCredentialCheckTTL), now),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sortie_tokens_issued_total", Help: "Access tokens issued by the token endpoint.",
 		}),
@@ -305,6 +321,16 @@ func (s *Service) sign(ctx context.Context, p Principal, scope, audience string)
 		return "", err
 	}
 	c := newClaims(p, scope, s.issuer, audience, s.now(), s.ttl)
+	return signToken(key, &c)
+}
+
+// signFor is sign with the default audience and a lifetime of ttl.
+func (s *Service) signFor(ctx context.Context, p Principal, ttl time.Duration) (string, error) {
+	key, err := s.keys.signingKey(ctx)
+	if err != nil {
+		return "", err
+	}
+	c := newClaims(p, strings.Join(p.Scopes, " "), s.issuer, s.audiences[0], s.now(), ttl)
 	return signToken(key, &c)
 }
 

@@ -115,7 +115,7 @@ func TestParseTokenFormIsParseQuery(t *testing.T) {
 	} {
 		got, oerr := parseTokenForm(body)
 		values, err := url.ParseQuery(body)
-		var want [5]string
+		var want tokenValues
 		wantErr := ""
 		switch {
 		case err != nil:

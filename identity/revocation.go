@@ -53,6 +53,9 @@ func (s *Service) Recheck(ctx context.Context, p Principal) (Principal, error) {
 	if !p.ExpiresAt.IsZero() && !s.now().Before(p.ExpiresAt) {
 		return Principal{}, invalid("token is expired")
 	}
+	if p.Type == PrincipalUser {
+		return s.recheckUser(ctx, p)
+	}
 	cur, err := s.creds.get(ctx, s.st, p.Subject)
 	if err != nil {
 		return Principal{}, err

@@ -43,6 +43,10 @@ type Principal struct {
 	// ExpiresAt is when the token that proved this principal expires; long-lived streams end
 	// then.
 	ExpiresAt time.Time
+	// SessionID and CSRF are the console session of a user token (claims sid and csrf);
+	// empty for machines and bearer user tokens.
+	SessionID string
+	CSRF      string
 }
 
 type principalKey struct{}
@@ -80,6 +84,9 @@ type tokenClaims struct {
 	jwt.Claims
 	Scope     string          `json:"scope"`
 	Principal *principalClaim `json:"https://cloud.armory.io/principal,omitempty"`
+	// SessionID and CSRF are set on console session tokens only.
+	SessionID string `json:"sid,omitempty"`
+	CSRF      string `json:"csrf,omitempty"`
 }
 
 func newClaims(p Principal, scope, issuer, audience string, now time.Time, ttl time.Duration) tokenClaims {
@@ -99,6 +106,8 @@ func newClaims(p Principal, scope, issuer, audience string, now time.Time, ttl t
 			Type: p.Type, Name: p.Name, OrgID: p.OrgID, OrgName: p.OrgName, EnvID: p.EnvID,
 			Roles: append([]string{}, p.Roles...),
 		},
+		SessionID: p.SessionID,
+		CSRF:      p.CSRF,
 	}
 }
 
@@ -175,5 +184,6 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 		Type: pc.Type, Subject: c.Subject, Name: pc.Name,
 		OrgID: pc.OrgID, OrgName: pc.OrgName, EnvID: pc.EnvID,
 		Roles: pc.Roles, Scopes: parseScopeParam(c.Scope), ExpiresAt: c.Expiry.Time(),
+		SessionID: c.SessionID, CSRF: c.CSRF,
 	}, nil
 }

@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// GrantClientCredentials is the only OAuth grant Sortie supports.
+// GrantClientCredentials is the grant of machine credentials.
 const GrantClientCredentials = "client_credentials"
 
 // OAuth error codes of RFC 6749 section 5.2 (and slow_down for rate limiting).
@@ -49,13 +49,23 @@ type TokenRequest struct {
 	ClientSecret string
 	Audience     string
 	Scope        string
+	// Code, RedirectURI and CodeVerifier are the authorization_code grant's parameters.
+	Code         string
+	RedirectURI  string
+	CodeVerifier string
+	// DeviceCode is the device grant's (RFC 8628) parameter.
+	DeviceCode string
 	// UsedBasic tells that the client authenticated with HTTP Basic.
 	UsedBasic bool
 }
 
 // tokenParams are the parameters the token endpoint understands; others are ignored, as RFC
 // 6749 section 3.2 asks.
-var tokenParams = []string{"grant_type", "client_id", "client_secret", "audience", "scope"}
+var tokenParams = [...]string{"grant_type", "client_id", "client_secret", "audience", "scope",
+	"code", "redirect_uri", "code_verifier", "device_code"}
+
+// tokenValues are the values of tokenParams, in its order.
+type tokenValues = [len(tokenParams)]string
 
 // ParseTokenRequest parses a token request from its Content-Type, its Authorization header and
 // its body, accepting form bodies (RFC 6749) and JSON objects of strings (as some Armory-era
@@ -71,6 +81,10 @@ func ParseTokenRequest(contentType, authorization string, body []byte) (TokenReq
 		ClientSecret: params[2],
 		Audience:     params[3],
 		Scope:        params[4],
+		Code:         params[5],
+		RedirectURI:  params[6],
+		CodeVerifier: params[7],
+		DeviceCode:   params[8],
 	}
 	if authorization != "" {
 		id, secret, oerr := parseBasic(authorization)
@@ -88,12 +102,32 @@ func ParseTokenRequest(contentType, authorization string, body []byte) (TokenReq
 	switch {
 	case req.GrantType == "":
 		return TokenRequest{}, badRequest("grant_type is required")
+	case req.GrantType == GrantAuthorizationCode:
+		return checkCodeRequest(req)
 	case req.GrantType != GrantClientCredentials:
 		return TokenRequest{}, &OAuthError{Status: 400, Code: OAuthUnsupportedGrantType,
-			Description: "only grant_type=client_credentials is supported"}
+			Description: "supported grant types: client_credentials, authorization_code"}
 	case req.ClientID == "" || req.ClientSecret == "":
 		return TokenRequest{}, &OAuthError{Status: 401, Code: OAuthInvalidClient,
 			Description: "client authentication is required: client_id and client_secret", BasicChallenge: req.UsedBasic}
+	}
+	return req, nil
+}
+
+// checkCodeRequest checks an authorization_code request: a public client (client_id, no
+// secret) and every parameter of the exchange.
+func checkCodeRequest(req TokenRequest) (TokenRequest, *OAuthError) {
+	switch {
+	case req.ClientSecret != "":
+		return TokenRequest{}, badRequest("client %s is public: send client_id without a client secret", ConsoleClientID)
+	case req.ClientID == "":
+		return TokenRequest{}, badRequest("client_id is required")
+	case req.Code == "":
+		return TokenRequest{}, badRequest("code is required")
+	case req.RedirectURI == "":
+		return TokenRequest{}, badRequest("redirect_uri is required")
+	case req.CodeVerifier == "":
+		return TokenRequest{}, badRequest("code_verifier is required (PKCE)")
 	}
 	return req, nil
 }
@@ -102,8 +136,8 @@ func ParseTokenRequest(contentType, authorization string, body []byte) (TokenReq
 const formContentType = "application/x-www-form-urlencoded"
 
 // parseTokenBody returns the values of tokenParams, in its order.
-func parseTokenBody(contentType string, body []byte) ([5]string, *OAuthError) {
-	var out [5]string
+func parseTokenBody(contentType string, body []byte) (tokenValues, *OAuthError) {
+	var out tokenValues
 	mediaType := formContentType
 	if contentType != "" && contentType != formContentType {
 		mt, _, err := mime.ParseMediaType(contentType)
@@ -143,9 +177,9 @@ func parseTokenBody(contentType string, body []byte) ([5]string, *OAuthError) {
 // parseTokenForm reads the token parameters of a form body as url.ParseQuery does (the
 // same pairs, the same refusals: a semicolon separator or a malformed escape anywhere),
 // without building a map of every parameter.
-func parseTokenForm(body string) ([5]string, *OAuthError) {
-	var out [5]string
-	var count [5]int
+func parseTokenForm(body string) (tokenValues, *OAuthError) {
+	var out tokenValues
+	var count [len(tokenParams)]int
 	malformed := false
 	for body != "" {
 		var pair string
@@ -164,7 +198,7 @@ func parseTokenForm(body string) ([5]string, *OAuthError) {
 			malformed = true
 			continue
 		}
-		if i := slices.Index(tokenParams, key); i >= 0 {
+		if i := slices.Index(tokenParams[:], key); i >= 0 {
 			if count[i] == 0 {
 				out[i] = value
 			}
@@ -172,11 +206,11 @@ func parseTokenForm(body string) ([5]string, *OAuthError) {
 		}
 	}
 	if malformed {
-		return [5]string{}, badRequest("malformed form body")
+		return tokenValues{}, badRequest("malformed form body")
 	}
 	for i, n := range count {
 		if n > 1 {
-			return [5]string{}, badRequest("parameter %s is included more than once", tokenParams[i])
+			return tokenValues{}, badRequest("parameter %s is included more than once", tokenParams[i])
 		}
 	}
 	return out, nil

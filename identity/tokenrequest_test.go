@@ -41,7 +41,7 @@ func TestParseTokenRequest(t *testing.T) {
 	viaBasic := clientCreds
 	viaBasic.UsedBasic = true
 	unsupportedGrant := &identity.OAuthError{Status: 400, Code: identity.OAuthUnsupportedGrantType,
-		Description: "only grant_type=client_credentials is supported"}
+		Description: "supported grant types: client_credentials, authorization_code"}
 	notAnObject := invalidRequest("the body must be a JSON object")
 	malformedBasic := invalidClient("malformed Basic credentials", true)
 	noCredentials := invalidClient("client authentication is required: client_id and client_secret", false)
@@ -232,10 +232,23 @@ func TestParseTokenRequest(t *testing.T) {
 			wantErr:     unsupportedGrant,
 		},
 		{
-			name:        "authorization_code grant",
+			name:        "authorization_code grant with a client secret",
 			contentType: formType,
 			body:        "grant_type=authorization_code&code=x&client_id=abc&client_secret=s3cret",
-			wantErr:     unsupportedGrant,
+			wantErr:     invalidRequest("client sortie-console is public: send client_id without a client secret"),
+		},
+		{
+			name:        "authorization_code grant without a verifier",
+			contentType: formType,
+			body:        "grant_type=authorization_code&code=x&client_id=sortie-console&redirect_uri=http%3A%2F%2Fx%2Fconsole%2Fcallback",
+			wantErr:     invalidRequest("code_verifier is required (PKCE)"),
+		},
+		{
+			name:        "authorization_code grant",
+			contentType: formType,
+			body:        "grant_type=authorization_code&code=x&client_id=sortie-console&redirect_uri=http%3A%2F%2Fx%2Fconsole%2Fcallback&code_verifier=v",
+			want: identity.TokenRequest{GrantType: "authorization_code", ClientID: "sortie-console", Code: "x",
+				RedirectURI: "http://x/console/callback", CodeVerifier: "v"},
 		},
 		{
 			name:        "grant type is case-sensitive",
