@@ -84,6 +84,7 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 
 	g.registerOIDC()
 	g.registerSignIn()
+	g.registerSessionRoutes()
 	g.registerIdentityREST()
 	g.registerInfraREST()
 	g.registerAgentManifest()
@@ -152,7 +153,7 @@ func apiConfig() huma.Config {
 func (g *Gateway) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		g.mux.ServeHTTP(&contractWriter{ResponseWriter: rec, r: r}, r)
+		g.withSession(&contractWriter{ResponseWriter: rec, r: r}, r, g.mux)
 		g.requests.WithLabelValues(r.Method, strconv.Itoa(rec.status)).Inc()
 	})
 }

@@ -23,6 +23,8 @@ type discovery struct {
 	Issuer                            string   `json:"issuer"`
 	JWKSURI                           string   `json:"jwks_uri"`
 	TokenEndpoint                     string   `json:"token_endpoint"`
+	AuthorizationEndpoint             string   `json:"authorization_endpoint"`
+	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
 	GrantTypesSupported               []string `json:"grant_types_supported"`
 	ResponseTypesSupported            []string `json:"response_types_supported"`
 	SubjectTypesSupported             []string `json:"subject_types_supported"`
@@ -78,7 +80,17 @@ type tokenOutput struct {
 	Pragma          string `header:"Pragma"`
 	WWWAuthenticate string `header:"WWW-Authenticate"`
 	RetryAfter      string `header:"Retry-After"`
-	Body            any
+	// SetCookie carries the console session's cookies (authorization_code grant).
+	SetCookie []string `header:"Set-Cookie"`
+	Body      any
+}
+
+// cookieTokenResponse is the reply of the authorization_code grant: the token is in the
+// HttpOnly session cookie, never in the body.
+type cookieTokenResponse struct {
+	TokenType string `json:"token_type"`
+	ExpiresIn int64  `json:"expires_in"`
+	Scope     string `json:"scope"`
 }
 
 func (g *Gateway) registerOIDC() {
@@ -89,8 +101,10 @@ func (g *Gateway) registerOIDC() {
 	}, func(context.Context, *struct{}) (*discoveryOutput, error) {
 		return &discoveryOutput{CacheControl: "public, max-age=300", Body: discovery{
 			Issuer: issuer, JWKSURI: issuer + "/.well-known/jwks.json", TokenEndpoint: issuer + "/oauth/token",
-			GrantTypesSupported:               []string{identity.GrantClientCredentials},
-			ResponseTypesSupported:            []string{"token"},
+			AuthorizationEndpoint:             issuer + authorizePath,
+			GrantTypesSupported:               []string{identity.GrantClientCredentials, identity.GrantAuthorizationCode},
+			ResponseTypesSupported:            []string{"code", "token"},
+			CodeChallengeMethodsSupported:     []string{"S256"},
 			SubjectTypesSupported:             []string{"public"},
 			IDTokenSigningAlgValuesSupported:  []string{"ES256"},
 			TokenEndpointAuthMethodsSupported: []string{"client_secret_basic", "client_secret_post"},
@@ -129,10 +143,14 @@ func (g *Gateway) registerOIDC() {
 func tokenOperation() huma.Operation {
 	return huma.Operation{
 		OperationID: "oauth-token", Method: http.MethodPost, Path: tokenPath,
-		Summary: "Issue an access token (OAuth 2.0 client credentials)", Tags: []string{"Identity"},
-		Description: "Replies 200 `{access_token, token_type, expires_in, scope}`. Failures use RFC 6749 " +
-			"section 5.2 bodies `{error, error_description}`: 400 invalid_request, unsupported_grant_type " +
-			"or invalid_scope; 401 invalid_client; 429 slow_down after too many failed attempts.",
+		Summary: "Issue an access token (OAuth 2.0 client credentials, authorization code)", Tags: []string{"Identity"},
+		Description: "grant_type=client_credentials replies 200 `{access_token, token_type, expires_in, scope}`. " +
+			"grant_type=authorization_code (the console: client_id=sortie-console, code, redirect_uri, " +
+			"code_verifier; PKCE S256) starts a console session and replies 200 " +
+			"`{token_type: \"cookie\", expires_in, scope}` with the token in the HttpOnly `sortie_session` " +
+			"cookie and the CSRF value in the `sortie_csrf` cookie, never in the body. Failures use RFC 6749 " +
+			"section 5.2 bodies `{error, error_description}`: 400 invalid_request, invalid_grant, " +
+			"unsupported_grant_type or invalid_scope; 401 invalid_client; 429 slow_down after too many failed attempts.",
 		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusTooManyRequests},
 	}
 }
@@ -151,6 +169,15 @@ const tokenPath = "/oauth/token"
 func (g *Gateway) issueToken(ctx context.Context, contentType, authorization string, body []byte, remoteAddr string) tokenOutput {
 	out := tokenOutput{CacheControl: "no-store", Pragma: "no-cache"}
 	req, oerr := identity.ParseTokenRequest(contentType, authorization, body)
+	if oerr == nil && req.GrantType == identity.GrantAuthorizationCode {
+		var grant identity.SessionGrant
+		if grant, oerr = g.id.ExchangeCode(ctx, req); oerr == nil {
+			out.SetCookie = g.sessionCookies(grant.Token, grant.Session.CSRF)
+			out.Status, out.Body = http.StatusOK, cookieTokenResponse{TokenType: "cookie",
+				ExpiresIn: int64(grant.Token.ExpiresIn.Seconds()), Scope: grant.Token.Scope}
+			return out
+		}
+	}
 	if oerr == nil {
 		var resp identity.TokenResponse
 		resp, oerr = g.id.Token(ctx, req, remoteAddr)
@@ -218,6 +245,9 @@ func (g *Gateway) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if out.RetryAfter != "" {
 		h.Set("Retry-After", out.RetryAfter)
+	}
+	for _, c := range out.SetCookie {
+		h.Add("Set-Cookie", c)
 	}
 	w.WriteHeader(out.Status)
 	if resp, ok := out.Body.(identity.TokenResponse); ok {

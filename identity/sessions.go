@@ -166,3 +166,9 @@ func randomToken() string {
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
+
+// NeedsRenewal reports whether p is a console session token with less than half of
+// SessionTTL left: the gateway then renews it (RenewSession) while the session is used.
+func (s *Service) NeedsRenewal(p Principal) bool {
+	return p.SessionID != "" && p.ExpiresAt.Sub(s.now()) < s.sessionTTL/2
+}
