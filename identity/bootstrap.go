@@ -2,6 +2,8 @@ package identity
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,10 +41,17 @@ type AdminCredential struct {
 	EnvID         string `json:"envId"`
 	TokenEndpoint string `json:"tokenEndpoint"`
 	Audience      string `json:"audience"`
+	// AdminLogin and AdminPassword sign the admin user in to the console.
+	AdminLogin    string `json:"adminLogin"`
+	AdminPassword string `json:"adminPassword"`
 }
 
-// Bootstrap prepares an empty store: organization "default", environment "default" and an
-// admin credential with the Organization Admin role, whose secret is written once to path
+// AdminLogin is the login of the user Bootstrap creates.
+const AdminLogin = "admin"
+
+// Bootstrap prepares an empty store: organization "default", environment "default", an
+// admin credential with the Organization Admin role and the local user "admin" with that role
+// there and a generated password; the secret and the password are written once to path
 // (mode 0600). On a store bootstrapped before it changes nothing. Of several replicas
 // starting together on one Redis, exactly one bootstraps and the others wait for it. A first
 // start that died half-way is reported, never silently taken as done.
@@ -65,10 +74,18 @@ func (s *Service) Bootstrap(ctx context.Context, path string) (BootstrapResult, 
 	if err != nil {
 		return BootstrapResult{}, fmt.Errorf("bootstrap: %w", err)
 	}
+	password := generatedPassword()
+	if _, err := s.CreateLocalUser(ctx, NewLocalUser{
+		OrgID: created.Organization.ID, Login: AdminLogin, Name: "Administrator", Password: password,
+		Memberships: []store.Membership{{EnvID: created.Environment.ID, Roles: []string{RoleOrganizationAdmin}}},
+	}); err != nil {
+		return BootstrapResult{}, fmt.Errorf("bootstrap: create the admin user: %w", err)
+	}
 	admin := AdminCredential{
 		ClientID: created.Admin.ClientID, ClientSecret: created.Secret,
 		OrgID: created.Organization.ID, EnvID: created.Environment.ID,
 		TokenEndpoint: s.issuer + "/oauth/token", Audience: s.audiences[0],
+		AdminLogin: AdminLogin, AdminPassword: password,
 	}
 	data, err := json.MarshalIndent(admin, "", "  ")
 	if err != nil {
@@ -164,6 +181,13 @@ func (s *Service) CreateOrganization(ctx context.Context, name string) (NewOrgan
 		return NewOrganization{}, fmt.Errorf("admin credential of organization %q: %w", name, err)
 	}
 	return NewOrganization{Organization: org, Environment: env, Admin: cred, Secret: secret}, nil
+}
+
+// generatedPassword returns a random password of 24 characters (144 bits), easy to copy.
+func generatedPassword() string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // writePrivateFile writes data to path, readable by the owner only, atomically: a crash

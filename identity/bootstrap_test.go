@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,12 +53,13 @@ func TestBootstrap(t *testing.T) {
 				t.Fatalf("Bootstrap: %v", err)
 			}
 			admin := res.Admin
-			if admin.ClientID == "" || admin.ClientSecret == "" || admin.OrgID == "" || admin.EnvID == "" {
+			if admin.ClientID == "" || admin.ClientSecret == "" || admin.OrgID == "" || admin.EnvID == "" || len(admin.AdminPassword) < identity.MinPasswordLength {
 				t.Fatalf("Bootstrap returned an incomplete admin credential: %+v", admin)
 			}
 			want := identity.BootstrapResult{Created: true, Path: path, Admin: identity.AdminCredential{
 				ClientID: admin.ClientID, ClientSecret: admin.ClientSecret, OrgID: admin.OrgID, EnvID: admin.EnvID,
 				TokenEndpoint: testIssuer + "/oauth/token", Audience: testAudience,
+				AdminLogin: "admin", AdminPassword: admin.AdminPassword,
 			}}
 			if diff := cmp.Diff(want, res); diff != "" {
 				t.Errorf("Bootstrap result mismatch (-want +got):\n%s", diff)
@@ -82,6 +84,7 @@ func TestBootstrap(t *testing.T) {
 			wantFile := map[string]string{
 				"clientId": admin.ClientID, "clientSecret": admin.ClientSecret, "orgId": admin.OrgID, "envId": admin.EnvID,
 				"tokenEndpoint": testIssuer + "/oauth/token", "audience": testAudience,
+				"adminLogin": "admin", "adminPassword": admin.AdminPassword,
 			}
 			if diff := cmp.Diff(wantFile, file); diff != "" {
 				t.Errorf("credential file mismatch (-want +got):\n%s", diff)
@@ -111,6 +114,20 @@ func TestBootstrap(t *testing.T) {
 			}
 			if bytes.Contains(creds[0].SecretHash, []byte(admin.ClientSecret)) {
 				t.Error("the store holds the client secret in clear")
+			}
+
+			// The admin user: Organization Admin of the default environment, with the password
+			// of the file (hashed, never in clear).
+			u, err := fx.svc.CheckPassword(t.Context(), file["adminLogin"], file["adminPassword"], testAddr)
+			if err != nil {
+				t.Fatalf("CheckPassword with the bootstrap admin password: %v", err)
+			}
+			wantMembers := []store.Membership{{EnvID: admin.EnvID, Roles: []string{identity.RoleOrganizationAdmin}}}
+			if diff := cmp.Diff(wantMembers, u.Memberships); u.OrgID != admin.OrgID || u.Login != "admin" || diff != "" {
+				t.Errorf("admin user = %s in %s, memberships mismatch (-want +got):\n%s", u.Login, u.OrgID, diff)
+			}
+			if !strings.HasPrefix(u.PasswordHash, "$argon2id$") || strings.Contains(u.PasswordHash, admin.AdminPassword) {
+				t.Errorf("admin password hash %q is not an argon2id hash of the password", u.PasswordHash)
 			}
 
 			// The secret in the file works at the token endpoint.

@@ -15,8 +15,8 @@ import (
 func printAdminCredential(w io.Writer, boot identity.BootstrapResult, host string) {
 	switch {
 	case boot.Created:
-		fmt.Fprintf(w, "Created organization \"default\", environment \"default\" and an admin credential (shown once, also saved to %s):\n  client id:     %s\n  client secret: %s\n",
-			boot.Path, boot.Admin.ClientID, boot.Admin.ClientSecret)
+		fmt.Fprintf(w, "Created organization \"default\", environment \"default\", an admin credential and the console user %q (shown once, also saved to %s):\n  client id:     %s\n  client secret: %s\n  console login: %s\n  password:      %s\n",
+			boot.Admin.AdminLogin, boot.Path, boot.Admin.ClientID, boot.Admin.ClientSecret, boot.Admin.AdminLogin, boot.Admin.AdminPassword)
 	case boot.Path == "":
 		fmt.Fprintln(w, "Admin credential: written by the first start, to admin-credentials.json in its --data-dir (this store does not record on which machine).")
 	case boot.Host != "" && boot.Host != host:
@@ -31,11 +31,13 @@ func printAdminCredential(w io.Writer, boot identity.BootstrapResult, host strin
 }
 
 // printListening says where this process listens and, when it differs, the public URL that
-// clients use (the tokens' issuer, shared by replicas behind one load balancer).
+// clients use (the tokens' issuer, shared by replicas behind one load balancer), and where
+// the console is.
 func printListening(w io.Writer, listenURL, publicURL string) {
 	if listenURL == publicURL {
 		fmt.Fprintf(w, "Sortie is listening on %s (API docs at %s/docs)\n", listenURL, publicURL)
-		return
+	} else {
+		fmt.Fprintf(w, "Sortie is listening on %s (public URL %s, API docs at %s/docs)\n", listenURL, publicURL, publicURL)
 	}
-	fmt.Fprintf(w, "Sortie is listening on %s (public URL %s, API docs at %s/docs)\n", listenURL, publicURL, publicURL)
+	fmt.Fprintf(w, "Console: %s/console/\n", publicURL)
 }

@@ -23,8 +23,8 @@ func TestPrintAdminCredential(t *testing.T) {
 		boot identity.BootstrapResult
 		want string
 	}{
-		{"first start", identity.BootstrapResult{Created: true, Path: present, Admin: identity.AdminCredential{ClientID: "id1", ClientSecret: "s3cret"}},
-			"also saved to " + present + "):\n  client id:     id1\n  client secret: s3cret\n"},
+		{"first start", identity.BootstrapResult{Created: true, Path: present, Admin: identity.AdminCredential{ClientID: "id1", ClientSecret: "s3cret", AdminLogin: "admin", AdminPassword: "pa55word-pa55word"}},
+			"also saved to " + present + "):\n  client id:     id1\n  client secret: s3cret\n  console login: admin\n  password:      pa55word-pa55word\n"},
 		{"restart on the same machine", identity.BootstrapResult{Path: present, Host: "node-a"}, "Admin credential: see " + present + " (written by the first start).\n"},
 		{"replica on another machine", identity.BootstrapResult{Path: present, Host: "node-b"}, "Admin credential: see " + present + " on node-b (written by the first start there; this replica has no copy).\n"},
 		{"file removed since", identity.BootstrapResult{Path: gone, Host: "node-a"}, "which is gone"},

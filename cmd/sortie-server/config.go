@@ -13,6 +13,7 @@ import (
 
 	"github.com/sortie-dev/sortie/cmd/internal/flagenv"
 	"github.com/sortie-dev/sortie/cmd/internal/version"
+	"github.com/sortie-dev/sortie/identity"
 )
 
 // config is sortie-server's configuration, parsed once from flags and SORTIE_* variables.
@@ -26,6 +27,8 @@ type config struct {
 	TLSCert       string
 	TLSKey        string
 	TokenTTL      time.Duration
+	SessionTTL    time.Duration
+	SessionMaxAge time.Duration
 	KeyRotation   time.Duration
 	Audiences     []string
 	LogLevel      slog.Level
@@ -59,6 +62,8 @@ func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve TLS 1.2+ with ALPN h2 instead of cleartext h2c")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.DurationVar(&c.TokenTTL, "token-ttl", time.Hour, "access token lifetime")
+	fs.DurationVar(&c.SessionTTL, "session-ttl", identity.DefaultSessionTTL, "lifetime of a console session's token, renewed while the console is used")
+	fs.DurationVar(&c.SessionMaxAge, "session-max-age", identity.DefaultSessionMaxAge, "how long a console session lasts from sign-in, however active")
 	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "signing key rotation period")
 	fs.DurationVar(&c.AgentGracePeriod, "hub-grace-period", 5*time.Minute, "how long an account and its cached inventory stay after its agent's last stream closes")
 	fs.DurationVar(&c.AgentHeartbeat, "hub-heartbeat", 20*time.Second, "heartbeat interval told to agents; a stream silent for three intervals is dropped")
@@ -92,6 +97,9 @@ func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
 	}
 	if c.TokenTTL < 5*time.Second || c.KeyRotation < time.Minute {
 		return config{}, errors.New("--token-ttl must be at least 5s and --key-rotation at least 1m")
+	}
+	if c.SessionTTL < 5*time.Second || c.SessionMaxAge < c.SessionTTL {
+		return config{}, errors.New("--session-ttl must be at least 5s and --session-max-age at least --session-ttl")
 	}
 	if c.MaxConnsPerIP < 0 || c.HubMaxStreamsPerIP < 0 {
 		return config{}, errors.New("--max-conns-per-ip and --hub-max-streams-per-ip must be 0 (no cap) or more")

@@ -92,13 +92,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	id, err := identity.New(ctx, log, st, identity.Config{
-		Issuer:      baseURL,
-		Audiences:   append([]string{baseURL}, cfg.Audiences...),
-		TokenTTL:    cfg.TokenTTL,
-		KeyRotation: cfg.KeyRotation,
-		MasterKey:   masterKey,
-		Registerer:  reg,
-		Host:        host,
+		Issuer:        baseURL,
+		Audiences:     append([]string{baseURL}, cfg.Audiences...),
+		TokenTTL:      cfg.TokenTTL,
+		SessionTTL:    cfg.SessionTTL,
+		SessionMaxAge: cfg.SessionMaxAge,
+		KeyRotation:   cfg.KeyRotation,
+		MasterKey:     masterKey,
+		Registerer:    reg,
+		Host:          host,
 	})
 	if err != nil {
 		return err

@@ -339,7 +339,8 @@ func TestFirstStart(t *testing.T) {
 		t.Errorf("stdout shows the secret %d times, want once:\n%s", n, stdout)
 	}
 	credsPath := filepath.Join(dataDir, "admin-credentials.json")
-	for _, want := range []string{credsPath, "Sortie is listening on " + s.URL, s.URL + "/docs"} {
+	for _, want := range []string{credsPath, "Sortie is listening on " + s.URL, s.URL + "/docs", "Console: " + s.URL + "/console/",
+		"  console login: admin\n"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout)
 		}
@@ -354,10 +355,15 @@ func TestFirstStart(t *testing.T) {
 	admin := readAdmin(t, dataDir)
 	want := identity.AdminCredential{
 		ClientID: clientID, ClientSecret: secret,
-		TokenEndpoint: s.URL + "/oauth/token", Audience: s.URL,
+		TokenEndpoint: s.URL + "/oauth/token", Audience: s.URL, AdminLogin: "admin",
 	}
-	if diff := cmp.Diff(want, admin, cmpopts.IgnoreFields(identity.AdminCredential{}, "OrgID", "EnvID")); diff != "" {
+	if diff := cmp.Diff(want, admin, cmpopts.IgnoreFields(identity.AdminCredential{}, "OrgID", "EnvID", "AdminPassword")); diff != "" {
 		t.Errorf("admin-credentials.json mismatch (-want +got):\n%s", diff)
+	}
+	// The admin user's password is shown once, the same as in the file.
+	if len(admin.AdminPassword) < identity.MinPasswordLength || strings.Count(stdout, admin.AdminPassword) != 1 ||
+		!strings.Contains(stdout, "  password:      "+admin.AdminPassword+"\n") {
+		t.Errorf("stdout does not show the admin password of the file (%q) exactly once:\n%s", admin.AdminPassword, stdout)
 	}
 	if admin.OrgID == "" || admin.EnvID == "" {
 		t.Errorf("admin-credentials.json lacks orgId or envId: %+v", admin)
@@ -579,6 +585,8 @@ func TestBadFlags(t *testing.T) {
 		{name: "relative public-url", args: []string{"--public-url", "sortie.test/api"}, wantErr: "--public-url"},
 		{name: "bad log-level", args: []string{"--log-level", "loud"}, wantErr: "--log-level"},
 		{name: "token-ttl below a minute", args: []string{"--token-ttl", "1s"}, wantErr: "--token-ttl"},
+		{name: "session-ttl below 5s", args: []string{"--session-ttl", "1s"}, wantErr: "--session-ttl"},
+		{name: "session-max-age below session-ttl", args: []string{"--session-ttl", "1h", "--session-max-age", "30m"}, wantErr: "--session-max-age"},
 		{name: "key-rotation below a minute", args: []string{"--key-rotation", "30s"}, wantErr: "--key-rotation"},
 		{name: "malformed duration", args: []string{"--token-ttl", "soon"}, wantErr: `invalid value "soon" for flag -token-ttl`},
 		{name: "bad env value", env: map[string]string{"SORTIE_TOKEN_TTL": "soon"}, wantErr: "SORTIE_TOKEN_TTL"},
@@ -686,6 +694,8 @@ func TestHelp(t *testing.T) {
 		{"tls-key", "SORTIE_TLS_KEY", ""},
 		{"token-ttl", "SORTIE_TOKEN_TTL", "(default 1h0m0s)"},
 		{"key-rotation", "SORTIE_KEY_ROTATION", "(default 24h0m0s)"},
+		{"session-ttl", "SORTIE_SESSION_TTL", "(default 15m0s)"},
+		{"session-max-age", "SORTIE_SESSION_MAX_AGE", "(default 12h0m0s)"},
 		{"log-level", "SORTIE_LOG_LEVEL", `(default "info")`},
 	}
 	for _, tt := range tests {
