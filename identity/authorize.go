@@ -144,6 +144,9 @@ func (s *Service) authRequest(ctx context.Context, id string) (authRequest, erro
 		return authRequest{}, ErrSignInExpired
 	}
 	t, err := s.st.GetTicket(ctx, store.TicketAuthRequest, id)
+	if err == nil && !s.now().Before(t.ExpiresAt) {
+		err = store.ErrNotFound
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return authRequest{}, ErrSignInExpired
 	}
@@ -249,6 +252,10 @@ func (s *Service) exchangeCode(ctx context.Context, req TokenRequest) (SessionGr
 		return SessionGrant{}, &OAuthError{Status: 401, Code: OAuthInvalidClient, Description: "client authentication failed"}
 	}
 	t, err := s.st.TakeTicket(ctx, store.TicketAuthCode, s.codeID(req.Code))
+	if err == nil && !s.now().Before(t.ExpiresAt) {
+		// The store judges expiry by its own clock; the service's decides too.
+		err = store.ErrNotFound
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return SessionGrant{}, invalidGrant("the authorization code is invalid, expired or already used")
 	}

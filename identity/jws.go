@@ -102,6 +102,14 @@ func appendClaims(b []byte, c *tokenClaims) []byte {
 		b = appendJSONStrings(b, p.Roles)
 		b = append(b, '}')
 	}
+	if c.SessionID != "" {
+		field("sid")
+		b = appendJSONString(b, c.SessionID)
+	}
+	if c.CSRF != "" {
+		field("csrf")
+		b = appendJSONString(b, c.CSRF)
+	}
 	return append(b, '}')
 }
 

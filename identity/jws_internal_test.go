@@ -29,11 +29,14 @@ func TestAppendClaimsIsJSONMarshal(t *testing.T) {
 	odd := plain
 	odd.Name, odd.OrgName = `quote " back \ <tag> & amp`, "tab\tnewline\n é ☃ \u2028 \x01 \xff"
 	odd.Roles = nil
+	session := plain
+	session.Type, session.SessionID, session.CSRF = PrincipalUser, "sid-1", "csrf-1"
 	tests := []struct {
 		name   string
 		claims tokenClaims
 	}{
 		{"plain", newClaims(plain, strings.Join(plain.Scopes, " "), "https://sortie.example", "https://sortie.example", now, time.Hour)},
+		{"console session", newClaims(session, "read:deploy", "https://sortie.example", "https://sortie.example", now, time.Hour)},
 		{"strings encoding/json escapes, no roles", newClaims(odd, "", "https://sortie.example/<x>", "aud&1", now, time.Minute)},
 		{"no subject, no principal, two audiences", func() tokenClaims {
 			c := newClaims(plain, "read:deploy", "", "a", now, time.Hour)

@@ -104,6 +104,9 @@ func (s *Service) StartSession(ctx context.Context, u store.User) (Session, erro
 // liveSession returns the expiry of u's live session sid, or ErrInvalidToken.
 func (s *Service) liveSession(ctx context.Context, sid string, u store.User) (time.Time, error) {
 	t, err := s.st.GetTicket(ctx, store.TicketSession, sid)
+	if err == nil && !s.now().Before(t.ExpiresAt) {
+		err = store.ErrNotFound
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, ErrUserGone)
 	}
