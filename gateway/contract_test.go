@@ -41,7 +41,7 @@ func TestErrorContractEverywhere(t *testing.T) {
 		status             int
 	}{
 		{"wrong method", "GET", "/oauth/token", nil, http.StatusMethodNotAllowed},
-		{"unknown path", "POST", "/oauth/authorize", nil, http.StatusNotFound},
+		{"unknown path", "POST", "/oauth/nowhere", nil, http.StatusNotFound},
 		{"body over the limit", "POST", "/oauth/token", bytes.Repeat([]byte("a"), 10<<20+1), http.StatusRequestEntityTooLarge},
 	} {
 		t.Run("OAuth "+tt.name, func(t *testing.T) {
