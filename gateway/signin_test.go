@@ -23,6 +23,7 @@ import (
 	"github.com/sortie-dev/sortie/hub"
 	"github.com/sortie-dev/sortie/identity"
 	"github.com/sortie-dev/sortie/store"
+	"github.com/sortie-dev/sortie/store/redistest"
 )
 
 const testPassword = "correct horse battery staple"
@@ -661,5 +662,39 @@ func TestSecureCookiesUnderHTTPS(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || cookies["sortie_session"] == nil || !cookies["sortie_session"].Secure ||
 		cookies["sortie_csrf"] == nil || !cookies["sortie_csrf"].Secure {
 		t.Errorf("code exchange: %d, cookies %v, want both Secure", resp.StatusCode, resp.Header.Values("Set-Cookie"))
+	}
+}
+
+// TestConsoleSessionOnRedis: the session flow on the store shared by replicas: sign-in,
+// a call, the rate limit counted in Redis, sign-out ending the session.
+func TestConsoleSessionOnRedis(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{redisURL: redistest.New(t).URL()})
+	addUser(t, ts, "ada")
+	c := newConsole(t, ts)
+	c.signIn("ada")
+	if p := c.mustWhoAmI().Principal; p.Type != "PRINCIPAL_TYPE_USER" || p.Name != "ada" {
+		t.Errorf("WhoAmI = %+v", p)
+	}
+	_, challenge := pkcePair()
+	authreq := c.openSignIn(challenge)
+	for range 5 {
+		c.submit(authreq, "ada", "wrong password!")
+	}
+	if resp, _ := c.submit(authreq, "ada", testPassword); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("after 5 failures: %d, want 429", resp.StatusCode)
+	}
+	token, csrf := c.cookie("sortie_session"), c.cookie("sortie_csrf")
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/auth/signout", nil)
+	req.Header.Set("X-CSRF-Token", csrf)
+	if resp, body := c.send(req); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("sign-out: %d %s", resp.StatusCode, body)
+	}
+	req, _ = http.NewRequest(http.MethodPost, ts.URL+"/sortie.identity.v1.IdentityService/WhoAmI", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-CSRF-Token", csrf)
+	req.AddCookie(&http.Cookie{Name: "sortie_session", Value: token})
+	if resp, body := c.send(req); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the signed-out cookie: %d %s, want 401", resp.StatusCode, body)
 	}
 }
