@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -175,8 +176,7 @@ func (c *console) mustWhoAmI() whoAmIReply {
 	c.t.Helper()
 	resp, body := c.whoAmI(c.cookie("sortie_csrf"))
 	if resp.StatusCode != http.StatusOK {
-		u, _ := url.Parse(c.ts.URL)
-		c.t.Fatalf("WhoAmI: %d %s (csrf %q, jar %v)", resp.StatusCode, body, c.cookie("sortie_csrf"), c.client.Jar.Cookies(u))
+		c.t.Fatalf("WhoAmI: %d %s", resp.StatusCode, body)
 	}
 	var r whoAmIReply
 	if err := json.Unmarshal([]byte(body), &r); err != nil {
@@ -277,6 +277,17 @@ func TestConsoleCodeFlow(t *testing.T) {
 	if p := got.Principal; p.Type != "PRINCIPAL_TYPE_USER" || p.Subject != u.ID || p.Name != "ada@example.com" ||
 		p.EnvID != ts.admin.Environment.ID || len(p.Roles) != 1 || p.Roles[0] != identity.RoleOrganizationAdmin || len(p.Scopes) != len(identity.Scopes) {
 		t.Errorf("WhoAmI = %+v, want user ada@example.com, Organization Admin in acme's environment", p)
+	}
+	// Discovery names the authorization endpoint and PKCE's method.
+	_, disc := c.get("/.well-known/openid-configuration")
+	var d struct {
+		AuthorizationEndpoint string   `json:"authorization_endpoint"`
+		GrantTypes            []string `json:"grant_types_supported"`
+		Methods               []string `json:"code_challenge_methods_supported"`
+	}
+	if err := json.Unmarshal([]byte(disc), &d); err != nil || d.AuthorizationEndpoint != ts.URL+"/oauth/authorize" ||
+		!slices.Contains(d.GrantTypes, "authorization_code") || !slices.Equal(d.Methods, []string{"S256"}) {
+		t.Errorf("discovery = %s", disc)
 	}
 	// The user's token authorizes REST like a machine's: scopes from roles.
 	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/environments", nil)
