@@ -98,7 +98,7 @@ func (s *Service) Bootstrap(ctx context.Context, path string) (BootstrapResult, 
 	if err != nil {
 		abs = path
 	}
-	done, err := json.Marshal(bootstrapDone{ClientID: created.Admin.ClientID, Path: abs, Host: s.host})
+	done, err := json.Marshal(bootstrapDone{ClientID: created.Admin.ClientID, Path: abs, Host: s.host, OrgID: created.Organization.ID})
 	if err != nil {
 		return BootstrapResult{}, err
 	}
@@ -121,6 +121,7 @@ type bootstrapDone struct {
 	ClientID string `json:"clientId"`
 	Path     string `json:"path"`
 	Host     string `json:"host,omitempty"`
+	OrgID    string `json:"orgId,omitempty"` // the bootstrap organization (single sign-on creates users there)
 }
 
 // defaultBootstrapWait is how long a replica waits for another one's bootstrap.
