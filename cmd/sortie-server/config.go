@@ -42,6 +42,8 @@ type config struct {
 	PipelineRetention time.Duration
 	PipelineLeaseTTL  time.Duration
 	PipelineResync    time.Duration
+
+	OIDC oidcConfig // single sign-on (sso.go)
 }
 
 // defaultAudience is the audience Armory clients ask tokens for.
@@ -74,6 +76,7 @@ func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.PipelineResync, "pipeline-resync", 3*time.Second, "how often every running pipeline is reconciled and unowned ones are looked for")
 	fs.StringVar(&audiences, "audience", defaultAudience, "comma-separated token audiences accepted besides the public URL")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	oidc := addOIDCFlags(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: sortie-server [flags]\n\nRuns the Sortie control plane on one port.\n\nFlags:")
@@ -115,6 +118,10 @@ func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
 		if c.RedisURL, c.RedisCluster, err = parseRedisURL(c.RedisURL); err != nil {
 			return config{}, err
 		}
+	}
+	var err error
+	if c.OIDC, err = oidc.check(); err != nil {
+		return config{}, err
 	}
 	if c.MasterKeyFile == "" {
 		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")

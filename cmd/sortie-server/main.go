@@ -133,7 +133,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		Holder: agents.InstanceID(), LeaseTTL: cfg.PipelineLeaseTTL, Resync: cfg.PipelineResync,
 		Retention: cfg.PipelineRetention, Registerer: reg, Notifier: pipelineNotifier(log, st),
 	})
-	gw := gateway.New(log, id, agents, reg, gateway.WithPipelines(engine))
+	ssoOpts, err := ssoOptions(ctx, id, cfg.OIDC, baseURL)
+	if err != nil {
+		return err
+	}
+	gw := gateway.New(log, id, agents, reg, append(ssoOpts, gateway.WithPipelines(engine))...)
 	printListening(stdout, listenURL, baseURL)
 	log.Info("listening", "version", version.String(), "addr", ln.Addr().String(), "public_url", baseURL, "store", storeKind(cfg), "hub_instance", agents.InstanceID())
 	if listening != nil {
