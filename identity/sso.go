@@ -118,6 +118,9 @@ type SSOConfig struct {
 	// GroupsClaim is the ID token claim holding the groups; empty means DefaultGroupsClaim.
 	GroupsClaim string
 	GroupRoles  []GroupRole
+	// OrgID is the organization people signing in are created in; empty means the one
+	// Bootstrap created.
+	OrgID string
 	// HTTPClient talks to the provider; nil means a client with a 10 s timeout.
 	HTTPClient *http.Client
 }
@@ -174,9 +177,12 @@ func (s *Service) NewSSO(ctx context.Context, cfg SSOConfig) (*SSO, error) {
 	for i, d := range cfg.AllowedDomains {
 		cfg.AllowedDomains[i] = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(d), "@"))
 	}
-	orgID, err := s.bootstrapOrganization(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("single sign-on: %w", err)
+	orgID := cfg.OrgID
+	if orgID == "" {
+		var err error
+		if orgID, err = s.bootstrapOrganization(ctx); err != nil {
+			return nil, fmt.Errorf("single sign-on: %w", err)
+		}
 	}
 	envs, err := s.envIDsByName(ctx, orgID)
 	if err != nil {

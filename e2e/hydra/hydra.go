@@ -157,11 +157,7 @@ func Start(t testing.TB) *Hydra {
 		h.Stop()
 		h.login.Close()
 		if t.Failed() {
-			data, _ := os.ReadFile(h.log)
-			if len(data) > 8000 {
-				data = data[len(data)-8000:]
-			}
-			t.Logf("hydra log (%s), last part:\n%s", h.log, data)
+			t.Logf("hydra log (%s), last lines:\n%s", h.log, logTail(h.log, 40))
 		}
 	})
 	for attempt := 1; ; attempt++ {
@@ -173,7 +169,7 @@ func Start(t testing.TB) *Hydra {
 		if attempt < 3 && bytes.Contains(data, []byte("address already in use")) {
 			continue // a port picked was taken in the meantime
 		}
-		t.Fatalf("hydra: %v (log: %s)", err, h.log)
+		t.Fatalf("hydra: %v (log: %s)\n%s", err, h.log, logTail(h.log, 40))
 	}
 }
 
@@ -348,6 +344,24 @@ func (h *Hydra) adminCall(ctx context.Context, method, path string, body, out an
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// logTail returns the last n lines of a log file, each cut to 500 bytes.
+func logTail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines {
+		if len(l) > 500 {
+			lines[i] = l[:500] + "..."
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 func freePorts(n int) ([]int, error) {
