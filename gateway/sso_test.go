@@ -305,6 +305,34 @@ func TestSSO(t *testing.T) {
 		}
 	})
 
+	t.Run("the start binds the browser and uses PKCE", func(t *testing.T) {
+		b := newBrowser(t)
+		_, start := s.openSignIn(b)
+		b.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		p := b.get(start)
+		to, err := url.Parse(p.Header.Get("Location"))
+		if err != nil || p.Status != http.StatusSeeOther || !strings.HasPrefix(to.String(), idp.Issuer()+"/oauth2/auth?") {
+			t.Fatalf("start: %d to %q, want 303 to the provider", p.Status, p.Header.Get("Location"))
+		}
+		q := to.Query()
+		cookie := p.Header.Get("Set-Cookie")
+		if q.Get("code_challenge_method") != "S256" || len(q.Get("code_challenge")) != 43 || q.Get("nonce") == "" ||
+			len(q.Get("state")) < 32 || !strings.Contains(q.Get("scope"), "openid") || q.Get("redirect_uri") != s.URL+gateway.SSOCallbackPath {
+			t.Errorf("provider request %s lacks PKCE, nonce, state, scope or the redirect URI", to)
+		}
+		if want := "sortie_sso=" + q.Get("state") + "; Path=/oauth/sso; Max-Age=600; HttpOnly; SameSite=Lax"; cookie != want {
+			t.Errorf("start set cookie %q, want %q", cookie, want)
+		}
+	})
+
+	t.Run("a sign-in page that is gone", func(t *testing.T) {
+		b := newBrowser(t)
+		s.wantRefused(t, b.get(s.URL+"/oauth/sso/start?authreq=no-such-request"), http.StatusBadRequest, identity.ErrSignInExpired.Error(), "")
+		if n, err := s.st.ListTickets(ctx, identity.TicketSSOState, ""); err != nil || len(n) != 1 {
+			t.Errorf("state tickets after a refused start: %d (%v), want only the one of the previous test", len(n), err)
+		}
+	})
+
 	t.Run("domain not allowed", func(t *testing.T) {
 		idp.AddUser("eve@other.org", "eve password", "admins")
 		b := newBrowser(t)
