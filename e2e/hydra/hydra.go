@@ -121,7 +121,7 @@ func Build() (string, error) {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		return "", fmt.Errorf("hydra: lock the build: %w", err)
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // released on close too
+	// Closing the file (deferred above) releases the lock.
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil // another process built it while we waited
 	}
@@ -130,9 +130,9 @@ func Build() (string, error) {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	tmp := bin + ".tmp"
-	cmd := exec.Command(goBin, "build", "-tags", buildTags, "-o", tmp, "github.com/ory/hydra/v2")
+	cmd := exec.Command(goBin, "build", "-buildvcs=false", "-tags", buildTags, "-o", tmp, "github.com/ory/hydra/v2")
 	cmd.Dir = modDir
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly", "CGO_ENABLED=1")
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -mod=readonly"), "CGO_ENABLED=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("hydra: build (in %s): %v\n%s", modDir, err, out)
 	}
