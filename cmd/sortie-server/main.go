@@ -133,7 +133,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, listening
 		Holder: agents.InstanceID(), LeaseTTL: cfg.PipelineLeaseTTL, Resync: cfg.PipelineResync,
 		Retention: cfg.PipelineRetention, Registerer: reg, Notifier: pipelineNotifier(log, st),
 	})
-	ssoOpts, err := ssoOptions(ctx, id, cfg.OIDC, baseURL)
+	ssoOpts, err := ssoOptions(ctx, log, id, cfg.OIDC, baseURL)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -116,7 +117,7 @@ func (f *oidcFlags) check() (oidcConfig, error) {
 // ssoOptions returns the gateway option of single sign-on, when configured: it checks the
 // mapping against the store (the mapped environments must exist). The provider itself is
 // contacted on first use, so a provider that is down does not stop the server.
-func ssoOptions(ctx context.Context, id *identity.Service, c oidcConfig, baseURL string) ([]gateway.Option, error) {
+func ssoOptions(ctx context.Context, log *slog.Logger, id *identity.Service, c oidcConfig, baseURL string) ([]gateway.Option, error) {
 	if c.Issuer == "" {
 		return nil, nil
 	}
@@ -128,5 +129,6 @@ func ssoOptions(ctx context.Context, id *identity.Service, c oidcConfig, baseURL
 	if err != nil {
 		return nil, err
 	}
+	log.Info("single sign-on configured", "issuer", c.Issuer, "name", o.Name(), "redirect_uri", baseURL+gateway.SSOCallbackPath)
 	return []gateway.Option{gateway.WithSSO(o)}, nil
 }

@@ -1,11 +1,20 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"html"
 	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -88,5 +97,43 @@ func TestOIDCUnknownEnvironment(t *testing.T) {
 		"--oidc-client-id", "c", "--oidc-client-secret", "s", "--oidc-group-roles", "qa=staging:Deployments Full Access")
 	if want := `--oidc-group-roles: group "qa" maps to environment "staging", which does not exist`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("run = %v, want an error containing %q", err, want)
+	}
+}
+
+// TestOIDCProviderDown: a provider that does not answer (a closed port) does not stop the
+// server; the sign-in page offers its button, which says the provider did not answer.
+func TestOIDCProviderDown(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := "http://" + ln.Addr().String()
+	ln.Close()
+	s := startServer(t, "--addr", "127.0.0.1:0", "--data-dir", newDataDir(t), "--oidc-issuer", issuer, "--oidc-name", "Corp IdP",
+		"--oidc-client-id", "c", "--oidc-client-secret", "s", "--oidc-group-roles", "deployers=Deployments Full Access")
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	sum := sha256.Sum256([]byte("verifier-verifier-verifier-verifier-verifier"))
+	q := url.Values{"response_type": {"code"}, "client_id": {"sortie-console"}, "redirect_uri": {s.URL + "/console/callback"},
+		"state": {"st"}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}
+	get := func(u string) (int, string) {
+		t.Helper()
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	status, body := get(s.URL + "/oauth/authorize?" + q.Encode())
+	m := regexp.MustCompile(`href="(/oauth/sso/start\?authreq=[^"]+)"`).FindStringSubmatch(body)
+	if status != http.StatusOK || m == nil || !strings.Contains(body, "Sign in with Corp IdP") {
+		t.Fatalf("sign-in page: %d without the button:\n%s", status, body)
+	}
+	status, body = get(s.URL + html.UnescapeString(m[1]))
+	if want := "Signing in with Corp IdP is not possible right now: Corp IdP did not answer."; status != http.StatusServiceUnavailable || !strings.Contains(body, want) {
+		t.Fatalf("SSO button: %d, want 503 with %q:\n%s", status, want, body)
 	}
 }
