@@ -271,6 +271,7 @@ func TestSSO(t *testing.T) {
 
 	t.Run("sign in with a mapped group, then lose it", func(t *testing.T) {
 		ann := idp.AddUser("Ann@Example.com", "ann password", "deployers", "qa", "unmapped")
+		idp.SetClaims("ann@example.com", map[string]any{"name": "Ann Example"})
 		b := newBrowser(t)
 		cs, start := s.openSignIn(b)
 		who := s.finishConsole(b, cs, atProvider(b, start, "ann@example.com", "ann password"))
@@ -285,7 +286,7 @@ func TestSSO(t *testing.T) {
 		want := []store.Membership{{EnvID: "env-staging", Roles: []string{identity.RoleDeploymentsFullAccess}},
 			{EnvID: s.envID, Roles: []string{identity.RoleDeploymentsFullAccess}}}
 		slices.SortFunc(want, func(a, b store.Membership) int { return strings.Compare(a.EnvID, b.EnvID) })
-		if u.External != idp.Issuer()+" "+ann.Subject || u.PasswordHash != "" || u.OrgID != s.orgID ||
+		if u.External != idp.Issuer()+" "+ann.Subject || u.Name != "Ann Example" || u.PasswordHash != "" || u.OrgID != s.orgID ||
 			!slices.EqualFunc(u.Memberships, want, func(a, b store.Membership) bool { return a.EnvID == b.EnvID && slices.Equal(a.Roles, b.Roles) }) {
 			t.Fatalf("stored user %+v, want External %q and memberships %+v", u, idp.Issuer()+" "+ann.Subject, want)
 		}
@@ -339,6 +340,15 @@ func TestSSO(t *testing.T) {
 		_, start := s.openSignIn(b)
 		s.wantRefused(t, atProvider(b, start, "eve@other.org", "eve password"), http.StatusForbidden,
 			"Accounts of the domain other.org may not sign in to Sortie.", "eve@other.org")
+	})
+
+	t.Run("email not verified", func(t *testing.T) {
+		idp.AddUser("gil@example.com", "gil password", "admins")
+		idp.SetClaims("gil@example.com", map[string]any{"email_verified": false})
+		b := newBrowser(t)
+		_, start := s.openSignIn(b)
+		s.wantRefused(t, atProvider(b, start, "gil@example.com", "gil password"), http.StatusForbidden,
+			"Your email address at Test IdP is not verified; verify it there and sign in again.", "gil@example.com")
 	})
 
 	t.Run("no mapped group", func(t *testing.T) {

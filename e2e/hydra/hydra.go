@@ -74,6 +74,9 @@ type User struct {
 	// Subject is the OIDC sub: "user-" and the hex SHA-256 of the lower-cased email, so it
 	// never equals the email.
 	Subject string
+	// Claims are more ID token claims, set with SetClaims; they override the defaults
+	// (email, email_verified true, groups).
+	Claims map[string]any
 }
 
 // Build returns the path of the Hydra binary, building it into the cache when missing.
@@ -273,6 +276,20 @@ func (h *Hydra) AddUser(email, password string, groups ...string) User {
 	defer h.mu.Unlock()
 	h.users[key] = u
 	return u
+}
+
+// SetClaims sets more ID token claims for the registered user email (a "name", or
+// "email_verified": false), overriding the defaults; it fails the test for an unknown email.
+func (h *Hydra) SetClaims(email string, claims map[string]any) {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u, ok := h.users[strings.ToLower(email)]
+	if !ok {
+		h.t.Fatalf("hydra: SetClaims for %s, who was never added", email)
+	}
+	u.Claims = claims
+	h.users[strings.ToLower(email)] = u
 }
 
 // CreateClient registers a confidential OAuth client (client_secret_basic, authorization

@@ -98,6 +98,10 @@ func (h *Hydra) consent(w http.ResponseWriter, r *http.Request) {
 	if groups == nil {
 		groups = []string{}
 	}
+	idToken := map[string]any{"email": user.Email, "email_verified": true, "groups": groups}
+	for k, v := range user.Claims {
+		idToken[k] = v
+	}
 	var out struct {
 		RedirectTo string `json:"redirect_to"`
 	}
@@ -105,9 +109,7 @@ func (h *Hydra) consent(w http.ResponseWriter, r *http.Request) {
 		"grant_scope":                 req.RequestedScope,
 		"grant_access_token_audience": req.RequestedAccessTokenAudience,
 		"remember":                    false,
-		"session": map[string]any{
-			"id_token": map[string]any{"email": user.Email, "email_verified": true, "groups": groups},
-		},
+		"session":                     map[string]any{"id_token": idToken},
 	}, &out); err != nil {
 		http.Error(w, "accept consent: "+err.Error(), http.StatusBadGateway)
 		return
