@@ -312,16 +312,13 @@ func (o *SSO) Start(ctx context.Context, authreqID string) (redirect, state stri
 	return redirect, state, nil
 }
 
-// errSignInExpired is the message for a sign-in page that is gone.
-const signInExpired = "This sign-in page has expired. Go back to the console and sign in again."
-
 func (o *SSO) checkAuthRequest(ctx context.Context, id string) error {
 	if id == "" {
-		return &SSOError{Status: http.StatusBadRequest, Message: signInExpired}
+		return &SSOError{Status: http.StatusBadRequest, Message: ErrSignInExpired.Error()}
 	}
 	_, err := o.s.st.GetTicket(ctx, store.TicketAuthRequest, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return &SSOError{Status: http.StatusBadRequest, Message: signInExpired}
+		return &SSOError{Status: http.StatusBadRequest, Message: ErrSignInExpired.Error()}
 	}
 	if err != nil {
 		return fmt.Errorf("single sign-on: %w", err)
