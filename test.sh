@@ -32,6 +32,11 @@ if [ "${redis_major:-0}" -lt 7 ]; then
   exit 1
 fi
 go version
+# The single sign-on tests build Ory Hydra (tools/hydra) with SQLite, which needs cgo.
+if ! command -v gcc >/dev/null 2>&1; then
+  echo "gcc is missing: the SSO tests build Ory Hydra with cgo (apt-get install gcc)" >&2
+  exit 1
+fi
 
 step "formatting and vet"
 unformatted=$(gofmt -l $(git ls-files -co --exclude-standard '*.go' | grep -v '^gen/' | grep -v '^e2e/tools/') || true)
