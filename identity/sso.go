@@ -174,9 +174,12 @@ func (s *Service) NewSSO(ctx context.Context, cfg SSOConfig) (*SSO, error) {
 			cfg.Name = u.Hostname()
 		}
 	}
-	for i, d := range cfg.AllowedDomains {
-		cfg.AllowedDomains[i] = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(d), "@"))
+	domains := make([]string, 0, len(cfg.AllowedDomains))
+	for _, d := range cfg.AllowedDomains {
+		domains = append(domains, strings.ToLower(strings.TrimPrefix(strings.TrimSpace(d), "@")))
 	}
+	cfg.AllowedDomains = domains
+	cfg.GroupRoles = slices.Clone(cfg.GroupRoles)
 	orgID := cfg.OrgID
 	if orgID == "" {
 		var err error
@@ -189,6 +192,9 @@ func (s *Service) NewSSO(ctx context.Context, cfg SSOConfig) (*SSO, error) {
 		return nil, fmt.Errorf("single sign-on: %w", err)
 	}
 	for _, gr := range cfg.GroupRoles {
+		if _, ok := roleByName(gr.Role); !ok || gr.Group == "" {
+			return nil, fmt.Errorf("--oidc-group-roles: group %q maps to role %q: want a group and one of %s", gr.Group, gr.Role, strings.Join(roleNames(), ", "))
+		}
 		if _, ok := envs[cmp.Or(gr.Env, DefaultEnvironment)]; !ok {
 			return nil, fmt.Errorf("--oidc-group-roles: group %q maps to environment %q, which does not exist", gr.Group, cmp.Or(gr.Env, DefaultEnvironment))
 		}
