@@ -85,6 +85,11 @@ func startSSOServer(t *testing.T, issuer string, newClient func(redirect string)
 	}
 	agents := hub.New(log, hub.Config{Registerer: reg})
 	gw := gateway.New(log, s.svc, agents, reg, gateway.WithSSO(o))
+	for _, want := range []gateway.Route{{Pattern: "GET /oauth/sso/start", Need: gateway.Public}, {Pattern: "GET " + gateway.SSOCallbackPath, Need: gateway.Public}} {
+		if !slices.Contains(gw.Routes(), want) {
+			t.Errorf("the gateway does not declare %+v", want)
+		}
+	}
 	done := make(chan error, 1)
 	go func() { done <- gateway.Serve(ctx, log, ln, gw.Handler(), nil) }()
 	t.Cleanup(func() {
