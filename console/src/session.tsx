@@ -57,8 +57,16 @@ export function SessionProvider({ children, fallback }: { children: ReactNode; f
     try {
       const res = await identity.whoAmI({});
       if (!res.principal) throw new Error("the server sent no principal");
+      let envs = res.environments;
+      if (envs.length === 0) {
+        // A server that lists no environments in WhoAmI still names them in ListEnvironments.
+        envs = await identity.listEnvironments({}).then(
+          (r) => r.environments.filter((e) => e.id === res.principal?.envId),
+          () => [],
+        );
+      }
       setPrincipal(res.principal);
-      setEnvironments(res.environments);
+      setEnvironments(envs);
       setBoot({ kind: "ready" });
       clearSignInLoop();
       return true;

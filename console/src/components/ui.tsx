@@ -3,13 +3,14 @@ import { useState, type ButtonHTMLAttributes, type ReactNode } from "react";
 import { Dialog, DialogPanel, DialogTitle } from "@headlessui/react";
 import { errorText } from "../api";
 
-type Variant = "primary" | "secondary" | "danger" | "ghost";
+type Variant = "primary" | "secondary" | "danger" | "ghost" | "danger-ghost";
 
 const variants: Record<Variant, string> = {
   primary: "bg-indigo-600 text-white hover:bg-indigo-500 focus-visible:outline-indigo-600 shadow-sm",
   secondary: "bg-white text-slate-900 ring-1 ring-inset ring-slate-300 hover:bg-slate-50 shadow-sm",
   danger: "bg-rose-600 text-white hover:bg-rose-500 focus-visible:outline-rose-600 shadow-sm",
   ghost: "text-slate-600 hover:bg-slate-100 hover:text-slate-900",
+  "danger-ghost": "text-rose-700 hover:bg-rose-50 hover:text-rose-800",
 };
 
 export function Button({
@@ -28,12 +29,12 @@ export function Button({
 
 export function PageHeader({ title, description, actions }: { title: string; description?: ReactNode; actions?: ReactNode }) {
   return (
-    <div className="mb-6 flex flex-wrap items-start justify-between gap-4">
-      <div>
+    <div className="mb-6 flex items-start justify-between gap-4">
+      <div className="min-w-0 flex-1">
         <h1 className="text-2xl font-semibold tracking-tight text-slate-900">{title}</h1>
         {description && <p className="mt-1 text-sm text-slate-500">{description}</p>}
       </div>
-      {actions && <div className="flex items-center gap-2">{actions}</div>}
+      {actions && <div className="flex shrink-0 items-center gap-2">{actions}</div>}
     </div>
   );
 }
@@ -289,7 +290,7 @@ export function Table({ head, children }: { head: string[]; children: ReactNode 
   );
 }
 
-export const td = "px-4 py-3 align-top text-slate-700";
+export const td = "px-4 py-3 align-middle text-slate-700";
 
 /** Role checkboxes; only the given roles can be picked. */
 export function RolePicker({

@@ -56,7 +56,7 @@ export function CredentialsPage() {
                   </td>
                   <td className={td}>{when(c.createTime)}</td>
                   <td className={`${td} text-right`}>
-                    <Button variant="ghost" className="text-rose-700" onClick={() => setRevoke(c)} aria-label={`Revoke ${c.name}`}>
+                    <Button variant="danger-ghost" onClick={() => setRevoke(c)} aria-label={`Revoke ${c.name}`}>
                       Revoke
                     </Button>
                   </td>

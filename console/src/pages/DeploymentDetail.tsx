@@ -9,7 +9,7 @@ import { Button, Card, CardHeader, Confirm, EmptyState, ErrorMessage, PageHeader
 import { duration, when } from "../time";
 import { statusName, terminal } from "./Deployments";
 import { Status } from "../gen/sortie/deploy/v1/deploy_pb";
-import { PipelineGraph } from "./PipelineGraph";
+import { PipelineGraph, layers } from "./PipelineGraph";
 
 export function DeploymentDetailPage() {
   const { id = "" } = useParams();
@@ -116,7 +116,7 @@ export function DeploymentDetailPage() {
       </Card>
 
       <div className="mb-6 grid gap-4 lg:grid-cols-2">
-        {p.targets.map((t) => (
+        {byLayer(p.targets).map((t) => (
           <TargetCard key={t.name} p={p} t={t} />
         ))}
       </div>
@@ -151,6 +151,12 @@ export function DeploymentDetailPage() {
       </Confirm>
     </>
   );
+}
+
+/** The targets in the order the graph shows them: by layer, then by name. */
+function byLayer(targets: Target[]): Target[] {
+  const depth = layers(targets);
+  return [...targets].sort((a, b) => (depth.get(a.name) ?? 0) - (depth.get(b.name) ?? 0) || a.name.localeCompare(b.name));
 }
 
 function BackLink() {

@@ -64,7 +64,7 @@ export function UsersPage() {
                     <td className={td}>{when(u.createTime)}</td>
                     <td className={`${td} text-right`}>
                       {u.id !== s.principal.subject && (
-                        <Button variant="ghost" className="text-rose-700" onClick={() => setRemove(u)} aria-label={`Remove ${u.login}`}>
+                        <Button variant="danger-ghost" onClick={() => setRemove(u)} aria-label={`Remove ${u.login}`}>
                           Remove
                         </Button>
                       )}
@@ -93,7 +93,7 @@ export function UsersPage() {
                     <td className={td}>{i.invitedBy}</td>
                     <td className={td}>{when(i.expireTime)}</td>
                     <td className={`${td} text-right`}>
-                      <Button variant="ghost" className="text-rose-700" onClick={() => setRevoke(i)} aria-label={`Withdraw invitation of ${i.email}`}>
+                      <Button variant="danger-ghost" onClick={() => setRevoke(i)} aria-label={`Withdraw invitation of ${i.email}`}>
                         Withdraw
                       </Button>
                     </td>
