@@ -2,13 +2,8 @@ import { useState } from "react";
 import { useSearchParams } from "react-router";
 import { identity } from "../api";
 import { useSession } from "../session";
+import { normaliseUserCode } from "../devicecode";
 import { Button, Card, ErrorMessage, Field, Notice, PageHeader, inputClass } from "../components/ui";
-
-/** Normalises what a person types: upper case, no spaces, the dash after four characters. */
-export function normaliseUserCode(v: string): string {
-  const c = v.toUpperCase().replace(/[^A-Z0-9]/g, "");
-  return c.length > 4 ? `${c.slice(0, 4)}-${c.slice(4, 8)}` : c;
-}
 
 export function DevicePage() {
   const s = useSession();

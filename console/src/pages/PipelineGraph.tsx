@@ -20,18 +20,22 @@ const fill: Partial<Record<Status, string>> = {
 export function layers(targets: Target[]): Map<string, number> {
   const byName = new Map(targets.map((t) => [t.name, t]));
   const depth = new Map<string, number>();
-  const visit = (name: string, seen: Set<string>): number => {
+  // onPath holds the targets of the chain being followed, so a cycle (which the server
+  // refuses anyway) ends instead of recursing forever.
+  const onPath = new Set<string>();
+  const visit = (name: string): number => {
     const known = depth.get(name);
     if (known !== undefined) return known;
     const t = byName.get(name);
-    if (!t || seen.has(name)) return 0;
-    seen.add(name);
+    if (!t) return 0;
+    onPath.add(name);
     let d = 0;
-    for (const dep of t.dependsOn) if (byName.has(dep)) d = Math.max(d, visit(dep, seen) + 1);
+    for (const dep of t.dependsOn) if (byName.has(dep) && !onPath.has(dep)) d = Math.max(d, visit(dep) + 1);
+    onPath.delete(name);
     depth.set(name, d);
     return d;
   };
-  for (const t of targets) visit(t.name, new Set());
+  for (const t of targets) visit(t.name);
   return depth;
 }
 
