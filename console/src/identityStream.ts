@@ -9,18 +9,24 @@ import { useSession } from "./session";
 import { sleep, useStream, type StreamState } from "./stream";
 import { WatchIdentityResponseSchema, type WatchIdentityResponse } from "./gen/sortie/identity/v1/identity_pb";
 
-async function optional<T>(p: Promise<T>): Promise<T | null> {
+/** The list, or null (with its name in missing) when this server does not offer it. */
+async function optional<T>(name: string, missing: Set<string>, p: Promise<T>): Promise<T | null> {
   try {
     return await p;
   } catch (err) {
-    if (err instanceof ConnectError && (err.code === Code.Unimplemented || err.code === Code.PermissionDenied)) return null;
+    if (err instanceof ConnectError && err.code === Code.Unimplemented) {
+      missing.add(name);
+      return null;
+    }
+    if (err instanceof ConnectError && err.code === Code.PermissionDenied) return null;
     throw err;
   }
 }
 
-export function useIdentity(): StreamState & { snapshot: WatchIdentityResponse | null } {
+export function useIdentity(): StreamState & { snapshot: WatchIdentityResponse | null; missing: Set<string> } {
   const s = useSession();
   const [snapshot, setSnapshot] = useState<WatchIdentityResponse | null>(null);
+  const [missing, setMissing] = useState<Set<string>>(new Set());
   const state = useStream(
     async (signal, live) => {
       try {
@@ -33,13 +39,15 @@ export function useIdentity(): StreamState & { snapshot: WatchIdentityResponse |
         if (!(err instanceof ConnectError && err.code === Code.Unimplemented)) throw err;
       }
       for (;;) {
+        const gone = new Set<string>();
         const [creds, users, invs, envs] = await Promise.all([
-          s.hasScope("manage:credentials") ? optional(identity.listCredentials({}, { signal })) : null,
-          s.hasScope("manage:tenant") ? optional(identity.listUsers({}, { signal })) : null,
-          s.hasScope("manage:tenant") ? optional(identity.listInvitations({}, { signal })) : null,
-          optional(identity.listEnvironments({}, { signal })),
+          s.hasScope("manage:credentials") ? optional("credentials", gone, identity.listCredentials({}, { signal })) : null,
+          s.hasScope("manage:tenant") ? optional("users", gone, identity.listUsers({}, { signal })) : null,
+          s.hasScope("manage:tenant") ? optional("invitations", gone, identity.listInvitations({}, { signal })) : null,
+          optional("environments", gone, identity.listEnvironments({}, { signal })),
         ]);
         live();
+        setMissing(gone);
         setSnapshot(
           create(WatchIdentityResponseSchema, {
             credentials: creds?.credentials ?? [],
@@ -55,7 +63,7 @@ export function useIdentity(): StreamState & { snapshot: WatchIdentityResponse |
     },
     [s.epoch],
   );
-  return { ...state, snapshot };
+  return { ...state, snapshot, missing };
 }
 
 /** The roles whose every scope the caller holds: the only ones it may grant. */

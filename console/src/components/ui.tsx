@@ -310,7 +310,7 @@ export function RolePicker({
         <label key={r.name} className="flex items-start gap-2 text-sm">
           <input
             type="checkbox"
-            className="mt-0.5 size-4 rounded border-slate-300 accent-indigo-600"
+            className="mt-0.5 size-4 shrink-0 rounded border-slate-300 accent-indigo-600"
             checked={value.includes(r.name)}
             onChange={(e) => onChange(e.target.checked ? [...value, r.name] : value.filter((x) => x !== r.name))}
           />

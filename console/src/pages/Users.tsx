@@ -8,7 +8,7 @@ import { when } from "../time";
 
 export function UsersPage() {
   const s = useSession();
-  const { snapshot, reconnecting, error } = useIdentity();
+  const { snapshot, reconnecting, error, missing } = useIdentity();
   const [inviting, setInviting] = useState(false);
   const [remove, setRemove] = useState<User | null>(null);
   const [revoke, setRevoke] = useState<Invitation | null>(null);
@@ -33,6 +33,7 @@ export function UsersPage() {
         }
       />
       <ErrorMessage error={error} className="mb-4" />
+      {missing.has("users") && <ErrorMessage error="This server does not offer user management yet." className="mb-4" />}
       {!allowed ? (
         <Card>
           <EmptyState title="Your roles cannot manage users">Managing users needs the manage:tenant scope (Organization Admin).</EmptyState>
