@@ -9,6 +9,25 @@ import { useSession } from "./session";
 import { sleep, useStream, type StreamState } from "./stream";
 import { WatchIdentityResponseSchema, type WatchIdentityResponse } from "./gen/sortie/identity/v1/identity_pb";
 
+// Changes made from this page wake the fallback poll at once.
+const changes = new EventTarget();
+
+/** Tells the identity views that something changed (a credential created, a user removed). */
+export function pokeIdentity(): void {
+  changes.dispatchEvent(new Event("change"));
+}
+
+function nextChange(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      changes.removeEventListener("change", done);
+      resolve();
+    };
+    changes.addEventListener("change", done);
+    void sleep(ms, signal).then(done);
+  });
+}
+
 /** The list, or null (with its name in missing) when this server does not offer it. */
 async function optional<T>(name: string, missing: Set<string>, p: Promise<T>): Promise<T | null> {
   try {
@@ -57,7 +76,7 @@ export function useIdentity(): StreamState & { snapshot: WatchIdentityResponse |
             memberships: s.environments,
           }),
         );
-        await sleep(3000, signal);
+        await nextChange(3000, signal);
         if (signal.aborted) return;
       }
     },

@@ -1,7 +1,7 @@
 import { useState } from "react";
 import { identity } from "../api";
 import { useSession } from "../session";
-import { useGrantableRoles, useIdentity } from "../identityStream";
+import { pokeIdentity, useGrantableRoles, useIdentity } from "../identityStream";
 import type { Invitation, User } from "../gen/sortie/identity/v1/identity_pb";
 import { Button, Card, CardHeader, Confirm, EmptyState, ErrorMessage, Field, Modal, PageHeader, RolePicker, SecretBox, StreamIndicator, Table, Tag, inputClass, td } from "../components/ui";
 import { when } from "../time";
@@ -114,6 +114,7 @@ export function UsersPage() {
         danger
         action={async () => {
           await identity.removeUser({ id: remove?.id ?? "" });
+          pokeIdentity();
         }}
       >
         <strong>{remove?.login}</strong> loses access to {s.envName} at once; their open sessions end.
@@ -126,6 +127,7 @@ export function UsersPage() {
         danger
         action={async () => {
           await identity.revokeInvitation({ id: revoke?.id ?? "" });
+          pokeIdentity();
         }}
       >
         The link sent to <strong>{revoke?.email}</strong> stops working.
@@ -174,6 +176,7 @@ function InviteDialog({ open, onClose }: { open: boolean; onClose: () => void })
             try {
               const res = await identity.createInvitation({ email: email.trim(), roles: picked });
               setLink(res.url);
+              pokeIdentity();
             } catch (err) {
               setError(err);
             } finally {
