@@ -259,12 +259,15 @@ export function SecretBox({ value, testid, copyTestid }: { value: string; testid
 }
 
 export function Field({ label, children, hint }: { label: string; children: ReactNode; hint?: ReactNode }) {
+  // The hint stays outside the label so that the control's accessible name is the label alone.
   return (
-    <label className="block">
-      <span className="block text-sm font-medium text-slate-800">{label}</span>
-      <div className="mt-1">{children}</div>
-      {hint && <span className="mt-1 block text-xs text-slate-500">{hint}</span>}
-    </label>
+    <div>
+      <label className="block">
+        <span className="block text-sm font-medium text-slate-800">{label}</span>
+        <div className="mt-1">{children}</div>
+      </label>
+      {hint && <p className="mt-1 text-xs text-slate-500">{hint}</p>}
+    </div>
   );
 }
 
