@@ -23,13 +23,20 @@ export function DeploymentDetailPage() {
 
   const stream = useStream(
     async (signal, live) => {
+      let last: Pipeline | undefined;
       for await (const res of deploy.watchPipeline({ id }, { signal, onHeader: live })) {
         live();
         setLoaded(true);
         if (res.pipeline) {
           const next = res.pipeline;
+          last = next;
           setP((old) => (old && old.id === next.id && old.revision > next.revision ? old : next));
         }
+      }
+      // The server ends the stream of a finished pipeline after its last view: nothing
+      // more will change, so there is nothing to reconnect for.
+      if (last && terminal(last.status)) {
+        await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
       }
     },
     [id, s.epoch],
