@@ -6,9 +6,16 @@ import { AuthFrame } from "./AuthFrame";
 import { startSignIn } from "../auth";
 import { when } from "../time";
 
+function fragmentToken(): string {
+  return new URLSearchParams(location.hash.slice(1)).get("token") ?? "";
+}
+
 /** The invitation link: /console/invite#token=<secret>. The secret never leaves the fragment but for the API calls. */
 export function InvitePage() {
-  const token = new URLSearchParams(location.hash.slice(1)).get("token") ?? "";
+  // Read once (the fragment is cleared after accepting) and again when another link is opened
+  // in this tab.
+  const [token, setToken] = useState(fragmentToken);
+  const [opened, setOpened] = useState(0);
   const [inv, setInv] = useState<GetInvitationResponse | null>(null);
   const [loadError, setLoadError] = useState("");
   const [name, setName] = useState("");
@@ -19,12 +26,27 @@ export function InvitePage() {
   const [accepted, setAccepted] = useState("");
 
   useEffect(() => {
+    const onHash = () => {
+      const t = fragmentToken();
+      if (t) {
+        setInv(null);
+        setAccepted("");
+        setLoadError("");
+        setToken(t);
+        setOpened((n) => n + 1);
+      }
+    };
+    addEventListener("hashchange", onHash);
+    return () => removeEventListener("hashchange", onHash);
+  }, []);
+
+  useEffect(() => {
     if (!token) {
       setLoadError("This link has no invitation token. Open the complete link you were sent.");
       return;
     }
     identity.getInvitation({ token }).then(setInv, (err) => setLoadError(errorText(err)));
-  }, [token]);
+  }, [token, opened]);
 
   return (
     <AuthFrame title="Accept the invitation">
