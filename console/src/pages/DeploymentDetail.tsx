@@ -54,14 +54,25 @@ export function DeploymentDetailPage() {
   }
 
   // Every step waiting for a person: approval pauses of the graph and the targets' pauses.
+  // A step that names roles can be approved only by a holder of one of them (the server
+  // checks it too); the button is offered only to those who can.
   const approvals = new Map<string, string>();
+  const blocked = new Map<string, string[]>();
+  const mayApprove = (roles: string[]) => roles.length === 0 || roles.some((r) => s.principal.roles.includes(r));
   for (const st of p.steps) {
     if (st.type === StepType.PAUSE && st.status === Status.AWAITING_APPROVAL) {
-      approvals.set(st.ref, st.constraintFor ? `before ${st.constraintFor}` : st.ref);
+      const roles = st.detail.case === "pause" ? st.detail.value.requiresRoles : [];
+      const label = st.constraintFor ? `before ${st.constraintFor}` : st.ref;
+      if (mayApprove(roles)) approvals.set(st.ref, label);
+      else blocked.set(label, roles);
     }
   }
   for (const t of p.targets) {
-    if (t.status === Status.AWAITING_APPROVAL && t.pause?.step && !approvals.has(t.pause.step)) approvals.set(t.pause.step, t.name);
+    const step = t.pause?.step;
+    if (t.status === Status.AWAITING_APPROVAL && step && !approvals.has(step) && !p.steps.some((st) => st.ref === step)) {
+      if (mayApprove(t.pause?.requiresRoles ?? [])) approvals.set(step, t.name);
+      else blocked.set(t.name, t.pause?.requiresRoles ?? []);
+    }
   }
 
   return (
@@ -94,6 +105,17 @@ export function DeploymentDetailPage() {
         </div>
       )}
 
+      {blocked.size > 0 && (
+        <Card className="mb-6 border-l-4 border-amber-400">
+          <div className="p-4 text-sm text-slate-700">
+            {[...blocked.entries()].map(([label, roles]) => (
+              <p key={label}>
+                <strong>{label}</strong> waits for an approver with one of the roles {roles.join(", ")}, which you do not hold.
+              </p>
+            ))}
+          </div>
+        </Card>
+      )}
       {approvals.size > 0 && (
         <Card className="mb-6 border-l-4 border-amber-400">
           <div className="flex flex-wrap items-center justify-between gap-3 p-4">

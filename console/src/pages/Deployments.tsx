@@ -127,14 +127,14 @@ export function DeploymentsPage() {
                   {p.message && <div className="mt-1 max-w-xs text-xs text-slate-500">{p.message}</div>}
                 </td>
                 <td className={td}>
-                  <div className="flex flex-wrap gap-1">
+                  <ul className="space-y-0.5">
                     {p.targets.map((t) => (
-                      <span key={t.name} className="text-xs text-slate-600">
+                      <li key={t.name} className="text-xs text-slate-700">
                         {t.name}
-                        <span className="text-slate-400"> · {statusName(t.status)}</span>
-                      </span>
+                        <span className="ml-1.5 font-mono text-[11px] text-slate-400">{statusName(t.status)}</span>
+                      </li>
                     ))}
-                  </div>
+                  </ul>
                 </td>
                 <td className={td}>{p.initiatedBy?.name || "—"}</td>
                 <td className={td}>
