@@ -1,5 +1,5 @@
 // The console's building blocks: Tailwind classes over Headless UI's accessible dialog.
-import { useState, type ButtonHTMLAttributes, type ReactNode } from "react";
+import { useEffect, useState, type ButtonHTMLAttributes, type ReactNode } from "react";
 import { Dialog, DialogPanel, DialogTitle } from "@headlessui/react";
 import { errorText } from "../api";
 
@@ -28,6 +28,9 @@ export function Button({
 }
 
 export function PageHeader({ title, description, actions }: { title: string; description?: ReactNode; actions?: ReactNode }) {
+  useEffect(() => {
+    document.title = `${title} · Sortie`;
+  }, [title]);
   return (
     <div className="mb-6 flex items-start justify-between gap-4">
       <div className="min-w-0 flex-1">
