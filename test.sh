@@ -80,6 +80,30 @@ echo "built from their Go modules into a cache; the first build takes 20 minutes
 SORTIE_E2E_BIN="$(bash e2e/build.sh | tail -n1)"
 export SORTIE_E2E_BIN
 
+step "console: npm ci, generated TypeScript, type-check, unit tests, committed build up to date"
+# The console's build output (console/dist) is committed so that the run command needs no
+# Node.js; this step proves it is the build of the committed sources. Node.js 20.19 or newer
+# with npm is needed here only.
+node_version=$(node --version 2>/dev/null || true)
+if ! printf '%s\n' "v20.19.0" "${node_version:-v0}" | sort -V -C; then
+  echo "Node.js 20.19 or newer (with npm) is needed to check the console build; found ${node_version:-none}" >&2
+  exit 1
+fi
+(cd console && npm ci --no-audit --no-fund --loglevel=error)
+cp -r console/src/gen "$before/console-gen"
+buf generate --template console/buf.gen.yaml
+if ! diff -r "$before/console-gen" console/src/gen; then
+  echo "console/src/gen is stale: run 'go tool -modfile=tools/go.mod buf generate --template console/buf.gen.yaml' and commit the result" >&2
+  exit 1
+fi
+(cd console && npx tsc --noEmit && npx vitest run --reporter=dot)
+cp -r console/dist "$before/console-dist"
+(cd console && npm run --silent build -- --logLevel warn)
+if ! diff -r "$before/console-dist" console/dist; then
+  echo "console/dist is stale: run 'npm run build' in console/ and commit console/dist with the sources" >&2
+  exit 1
+fi
+
 step "unit, integration and real-cluster tests (-race)"
 go test -race -count=1 -timeout 20m ./...
 

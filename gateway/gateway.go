@@ -100,7 +100,7 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 	for _, svc := range []string{grpchealth.HealthV1ServiceName, grpcreflect.ReflectV1ServiceName, grpcreflect.ReflectV1AlphaServiceName} {
 		g.mux.declare(connectPrefix(svc), Public)
 	}
-	for _, p := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
+	for _, p := range []string{"GET /healthz", "GET /readyz", "GET /metrics", "GET " + consolePrefix, "GET /{$}"} {
 		g.mux.declare(p, Public)
 	}
 
@@ -128,6 +128,7 @@ func New(log *slog.Logger, id *identity.Service, agents *hub.Hub, reg *prometheu
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	g.mux.HandleFunc("GET /readyz", g.readyz)
+	g.registerConsole()
 	g.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if missing := g.mux.unregistered(); len(missing) > 0 {
 		panic(fmt.Sprintf("gateway: routes declared but never mounted: %v", missing))

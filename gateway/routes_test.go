@@ -30,6 +30,7 @@ func TestEveryMuxRouteDeclaresRequirement(t *testing.T) {
 	// The routes outside Huma, and Huma's own, each with what it must declare.
 	want := map[string]string{
 		"GET /healthz": gateway.Public, "GET /readyz": gateway.Public, "GET /metrics": gateway.Public,
+		"GET /console/": gateway.Public, "GET /{$}": gateway.Public,
 		"GET /.well-known/openid-configuration": gateway.Public, "GET /.well-known/jwks.json": gateway.Public,
 		"POST /oauth/token": gateway.Public,
 		"GET /docs":         gateway.Public, "GET /openapi.json": gateway.Public, "GET /openapi.yaml": gateway.Public,
@@ -98,6 +99,7 @@ func TestRoutesOutsideHumaEnforceDeclarations(t *testing.T) {
 		"/grpc.reflection.v1.ServerReflection/":      {"POST", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", `{}`},
 		"/grpc.reflection.v1alpha.ServerReflection/": {"POST", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", `{}`},
 		"GET /schemas/{schema}":                      {"GET", "/schemas/" + schema + ".json", ""},
+		"GET /{$}":                                   {"GET", "/", ""},
 	}
 	checked := 0
 	for _, route := range ts.gw.Routes() {

@@ -1,0 +1,68 @@
+import { useState } from "react";
+import { identity } from "../api";
+import { Button, ErrorMessage, Field, Modal, Notice, inputClass } from "../components/ui";
+
+export function ChangePasswordDialog({ open, onClose }: { open: boolean; onClose: () => void }) {
+  const [current, setCurrent] = useState("");
+  const [next, setNext] = useState("");
+  const [repeat, setRepeat] = useState("");
+  const [error, setError] = useState<unknown>(null);
+  const [done, setDone] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const close = () => {
+    setCurrent("");
+    setNext("");
+    setRepeat("");
+    setError(null);
+    setDone(false);
+    onClose();
+  };
+  return (
+    <Modal open={open} onClose={close} title="Change password">
+      {done ? (
+        <>
+          <Notice>Your password was changed.</Notice>
+          <div className="mt-6 flex justify-end">
+            <Button onClick={close}>Close</Button>
+          </div>
+        </>
+      ) : (
+        <form
+          className="space-y-4"
+          onSubmit={async (e) => {
+            e.preventDefault();
+            setError(null);
+            if (next.length < 12) return setError("The new password must have at least 12 characters.");
+            if (next !== repeat) return setError("The new passwords differ.");
+            setBusy(true);
+            try {
+              await identity.changePassword({ currentPassword: current, newPassword: next });
+              setDone(true);
+            } catch (err) {
+              setError(err);
+            } finally {
+              setBusy(false);
+            }
+          }}
+        >
+          <Field label="Current password">
+            <input type="password" autoComplete="current-password" className={inputClass} value={current} onChange={(e) => setCurrent(e.target.value)} required />
+          </Field>
+          <Field label="New password" hint="At least 12 characters.">
+            <input type="password" autoComplete="new-password" className={inputClass} value={next} onChange={(e) => setNext(e.target.value)} required />
+          </Field>
+          <Field label="Repeat the new password">
+            <input type="password" autoComplete="new-password" className={inputClass} value={repeat} onChange={(e) => setRepeat(e.target.value)} required />
+          </Field>
+          <ErrorMessage error={error} />
+          <div className="flex justify-end gap-2">
+            <Button onClick={close}>Cancel</Button>
+            <Button type="submit" variant="primary" disabled={busy}>
+              Change password
+            </Button>
+          </div>
+        </form>
+      )}
+    </Modal>
+  );
+}

@@ -1,0 +1,159 @@
+import { useState } from "react";
+import { identity } from "../api";
+import { useSession } from "../session";
+import { pokeIdentity, useGrantableRoles, useIdentity } from "../identityStream";
+import type { Credential } from "../gen/sortie/identity/v1/identity_pb";
+import { Button, Card, Confirm, EmptyState, ErrorMessage, Field, Modal, PageHeader, RolePicker, SecretBox, StreamIndicator, Table, Tag, inputClass, td } from "../components/ui";
+import { when } from "../time";
+
+export function CredentialsPage() {
+  const s = useSession();
+  const { snapshot, reconnecting, error } = useIdentity();
+  const [creating, setCreating] = useState(false);
+  const [revoke, setRevoke] = useState<Credential | null>(null);
+  const allowed = s.hasScope("manage:credentials");
+  const creds = snapshot?.credentials ?? [];
+
+  return (
+    <>
+      <PageHeader
+        title="Credentials"
+        description="Machine credentials of this environment: client id and secret for the client credentials grant (CI pipelines, agents, the CLI)."
+        actions={
+          <>
+            <StreamIndicator reconnecting={reconnecting} />
+            {allowed && (
+              <Button variant="primary" onClick={() => setCreating(true)}>
+                New credential
+              </Button>
+            )}
+          </>
+        }
+      />
+      <ErrorMessage error={error} className="mb-4" />
+      {!allowed ? (
+        <Card>
+          <EmptyState title="Your roles cannot manage credentials">Managing credentials needs the manage:credentials scope.</EmptyState>
+        </Card>
+      ) : (
+        <Card>
+          {snapshot === null ? (
+            <EmptyState title="Loading…" />
+          ) : creds.length === 0 ? (
+            <EmptyState title="No credentials yet">Create one for a CI pipeline or a script; its secret is shown once.</EmptyState>
+          ) : (
+            <Table head={["Name", "Client id", "Roles", "Created", ""]}>
+              {creds.map((c) => (
+                <tr key={c.id} data-testid="credential-row">
+                  <td className={`${td} font-medium text-slate-900`}>{c.name}</td>
+                  <td className={`${td} font-mono text-xs`}>{c.clientId}</td>
+                  <td className={td}>
+                    <div className="flex flex-wrap gap-1">
+                      {c.roles.map((r) => (
+                        <Tag key={r}>{r}</Tag>
+                      ))}
+                    </div>
+                  </td>
+                  <td className={td}>{when(c.createTime)}</td>
+                  <td className={`${td} text-right`}>
+                    <Button variant="danger-ghost" onClick={() => setRevoke(c)} aria-label={`Revoke ${c.name}`}>
+                      Revoke
+                    </Button>
+                  </td>
+                </tr>
+              ))}
+            </Table>
+          )}
+        </Card>
+      )}
+      <CreateCredential open={creating} onClose={() => setCreating(false)} />
+      <Confirm
+        open={revoke !== null}
+        onClose={() => setRevoke(null)}
+        title="Revoke this credential?"
+        confirmLabel="Revoke"
+        danger
+        action={async () => {
+          await identity.deleteCredential({ id: revoke?.id ?? "" });
+          pokeIdentity();
+        }}
+      >
+        <strong>{revoke?.name}</strong> stops working at once: its tokens are refused and agents using it disconnect.
+      </Confirm>
+    </>
+  );
+}
+
+function CreateCredential({ open, onClose }: { open: boolean; onClose: () => void }) {
+  const { roles, error: rolesError } = useGrantableRoles();
+  const [name, setName] = useState("");
+  const [picked, setPicked] = useState<string[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const [created, setCreated] = useState<{ clientId: string; secret: string } | null>(null);
+  const close = () => {
+    setName("");
+    setPicked([]);
+    setError(null);
+    setCreated(null);
+    onClose();
+  };
+  return (
+    <Modal open={open} onClose={close} title={created ? "Credential created" : "New credential"}>
+      {created ? (
+        <div className="space-y-4">
+          <p className="text-sm text-slate-600">Copy the secret now: it is shown only this once.</p>
+          <Field label="Client id">
+            <code data-testid="client-id" className="font-mono text-sm">
+              {created.clientId}
+            </code>
+          </Field>
+          <div>
+            <span className="block text-sm font-medium text-slate-800">Client secret</span>
+            <div className="mt-1">
+              <SecretBox value={created.secret} testid="secret-value" copyTestid="copy-secret" />
+            </div>
+          </div>
+          <div className="flex justify-end">
+            <Button variant="primary" onClick={close}>
+              Done
+            </Button>
+          </div>
+        </div>
+      ) : (
+        <form
+          className="space-y-4"
+          onSubmit={async (e) => {
+            e.preventDefault();
+            setError(null);
+            if (!name.trim()) return setError("Give the credential a name.");
+            if (picked.length === 0) return setError("Pick at least one role.");
+            setBusy(true);
+            try {
+              const res = await identity.createCredential({ name: name.trim(), roles: picked });
+              setCreated({ clientId: res.credential?.clientId ?? "", secret: res.clientSecret });
+              pokeIdentity();
+            } catch (err) {
+              setError(err);
+            } finally {
+              setBusy(false);
+            }
+          }}
+        >
+          <Field label="Name">
+            <input className={inputClass} value={name} onChange={(e) => setName(e.target.value)} placeholder="ci-pipeline" autoFocus />
+          </Field>
+          <ErrorMessage error={rolesError} />
+          <RolePicker roles={roles} value={picked} onChange={setPicked} />
+          <ErrorMessage error={error} />
+          <div className="flex justify-end gap-2">
+            <Button onClick={close}>Cancel</Button>
+            <Button type="submit" variant="primary" disabled={busy}>
+              Create credential
+            </Button>
+          </div>
+        </form>
+      )}
+    </Modal>
+  );
+}
