@@ -187,7 +187,14 @@ type TokenResponse struct {
 // attempts are rate-limited per client id from one address and per address, across every
 // replica when the store is shared.
 func (s *Service) Token(ctx context.Context, req TokenRequest, remoteAddr string) (TokenResponse, *OAuthError) {
-	resp, oerr := s.token(ctx, req, remoteAddr)
+	var resp TokenResponse
+	var oerr *OAuthError
+	switch req.GrantType {
+	case GrantDeviceCode:
+		resp, oerr = s.deviceToken(ctx, req)
+	default:
+		resp, oerr = s.token(ctx, req, remoteAddr)
+	}
 	if oerr != nil {
 		s.failures.WithLabelValues(oerr.Code).Inc()
 		return TokenResponse{}, oerr
@@ -451,6 +458,10 @@ func (s *Service) CreateEnvironment(ctx context.Context, p Principal, name strin
 	admin, secret, err := s.createCredential(ctx, env.Tenant(), name+"-admin", []string{RoleOrganizationAdmin})
 	if err != nil {
 		return NewEnvironment{}, err
+	}
+	// A person who creates an environment administers it (invitations.go).
+	if err := s.addCreatorMembership(ctx, p, env.ID); err != nil {
+		return NewEnvironment{}, fmt.Errorf("make the creator a member of environment %q: %w", name, err)
 	}
 	return NewEnvironment{Environment: env, Admin: admin, Secret: secret}, nil
 }

@@ -104,9 +104,11 @@ func ParseTokenRequest(contentType, authorization string, body []byte) (TokenReq
 		return TokenRequest{}, badRequest("grant_type is required")
 	case req.GrantType == GrantAuthorizationCode:
 		return checkCodeRequest(req)
+	case req.GrantType == GrantDeviceCode:
+		return parseDeviceTokenRequest(req)
 	case req.GrantType != GrantClientCredentials:
 		return TokenRequest{}, &OAuthError{Status: 400, Code: OAuthUnsupportedGrantType,
-			Description: "supported grant types: client_credentials, authorization_code"}
+			Description: "supported grant types: client_credentials, authorization_code, " + GrantDeviceCode}
 	case req.ClientID == "" || req.ClientSecret == "":
 		return TokenRequest{}, &OAuthError{Status: 401, Code: OAuthInvalidClient,
 			Description: "client authentication is required: client_id and client_secret", BasicChallenge: req.UsedBasic}
