@@ -36,10 +36,8 @@ var identityProcedureScopes = procedureScopes{
 }
 
 // identityServer implements IdentityService over the same identity.Service as REST.
+// The user, invitation and device procedures are in users_connect.go.
 type identityServer struct {
-	// The user procedures (issue 10) are being built; until each lands it answers
-	// Unimplemented.
-	identityv1connect.UnimplementedIdentityServiceHandler
 	g *Gateway
 }
 

@@ -25,6 +25,7 @@ type discovery struct {
 	TokenEndpoint                     string   `json:"token_endpoint"`
 	AuthorizationEndpoint             string   `json:"authorization_endpoint"`
 	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
+	DeviceAuthorizationEndpoint       string   `json:"device_authorization_endpoint"`
 	GrantTypesSupported               []string `json:"grant_types_supported"`
 	ResponseTypesSupported            []string `json:"response_types_supported"`
 	SubjectTypesSupported             []string `json:"subject_types_supported"`
@@ -102,7 +103,8 @@ func (g *Gateway) registerOIDC() {
 		return &discoveryOutput{CacheControl: "public, max-age=300", Body: discovery{
 			Issuer: issuer, JWKSURI: issuer + "/.well-known/jwks.json", TokenEndpoint: issuer + "/oauth/token",
 			AuthorizationEndpoint:             issuer + authorizePath,
-			GrantTypesSupported:               []string{identity.GrantClientCredentials, identity.GrantAuthorizationCode},
+			DeviceAuthorizationEndpoint:       issuer + devicePath,
+			GrantTypesSupported:               []string{identity.GrantClientCredentials, identity.GrantAuthorizationCode, identity.GrantDeviceCode},
 			ResponseTypesSupported:            []string{"code", "token"},
 			CodeChallengeMethodsSupported:     []string{"S256"},
 			SubjectTypesSupported:             []string{"public"},
@@ -137,6 +139,7 @@ func (g *Gateway) registerOIDC() {
 	// BenchmarkTokenIssuance). Both call issueToken.
 	g.mux.serveDirect(restPattern(http.MethodPost, tokenPath), http.HandlerFunc(g.serveToken))
 	register(g, Public, tokenOperation(), g.humaToken)
+	g.registerDeviceAuthorization()
 }
 
 // tokenOperation is the token endpoint's Huma operation.
