@@ -42,6 +42,8 @@ type Env struct {
 	ConfigDir string
 	// Now is the clock for token expiry and pause countdowns; nil is time.Now.
 	Now func() time.Time
+	// Sleep waits between the polls of a device login; nil waits on the real clock.
+	Sleep func(ctx context.Context, d time.Duration) error
 	// HTTPClient sends every request; nil is a client with a 30 s timeout.
 	HTTPClient *http.Client
 	// Version is what --version prints; empty is "dev".

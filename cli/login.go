@@ -25,6 +25,7 @@ const renewBefore = 30 * time.Second
 
 // loginFile is what login.json holds: one login per server URL. It holds the client secret
 // (so that an expired token is renewed without asking), hence mode 0600 in a 0700 directory.
+// A person's login (the device flow) holds only the user token: no client id, no secret.
 type loginFile struct {
 	Logins map[string]loginEntry `json:"logins"`
 }
@@ -99,7 +100,7 @@ type tokenReply struct {
 // fetchToken runs the client-credentials grant.
 func (a *app) fetchToken(ctx context.Context, clientID, secret string) (loginEntry, error) {
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {clientID}, "client_secret": {secret}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.g.addr+"/oauth/token", strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.g.addr+tokenPath, strings.NewReader(form.Encode()))
 	if err != nil {
 		return loginEntry{}, fmt.Errorf("build token request: %w", err)
 	}
@@ -146,7 +147,7 @@ func (a *app) tokens() (*tokenSource, error) {
 	}
 	e, ok := lf.Logins[a.g.addr]
 	if !ok {
-		return nil, fmt.Errorf("not logged in to %s: run 'sortie login --client-id ID --client-secret SECRET' (or set SORTIE_CLIENT_ID and SORTIE_CLIENT_SECRET)", a.g.addr)
+		return nil, fmt.Errorf("not logged in to %s: run 'sortie login' (a person, approving in the browser) or 'sortie login --client-id ID --client-secret SECRET' (or set SORTIE_CLIENT_ID and SORTIE_CLIENT_SECRET)", a.g.addr)
 	}
 	return &tokenSource{a: a, saved: true, cur: e}, nil
 }
@@ -159,6 +160,12 @@ func (ts *tokenSource) get(ctx context.Context, renew bool) (string, error) {
 		return ts.cur.AccessToken, nil
 	}
 	if ts.cur.ClientSecret == "" {
+		if ts.cur.ClientID == "" { // a person's sign-in (device flow): nothing to renew it with
+			if renew {
+				return "", fmt.Errorf("your sign-in to %s was refused (removed from the environment, or signed out): run 'sortie login'", ts.a.g.addr)
+			}
+			return "", fmt.Errorf("your sign-in to %s has expired: run 'sortie login'", ts.a.g.addr)
+		}
 		return "", fmt.Errorf("the login to %s has expired: run 'sortie login' again", ts.a.g.addr)
 	}
 	e, err := ts.a.fetchToken(ctx, ts.cur.ClientID, ts.cur.ClientSecret)
@@ -239,26 +246,40 @@ type loginResult struct {
 func (a *app) loginCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "login",
-		Short: "Log in with a machine credential and save the login",
-		Long: `login gets a token with the OAuth 2.0 client-credentials grant and saves the credential
-and the token in --config-dir/login.json (mode 0600), one login per server. Later commands
-use the saved token and renew it when it expires. 'sortie logout' removes it.
+		Short: "Sign in (as a person in the browser, or with a machine credential) and save the login",
+		Long: `login without --client-id and --client-secret signs a person in with the OAuth 2.0 device
+authorization grant: it prints a URL and a code such as BCDF-GHJK, you open the URL, sign in
+and approve the code, and login saves your user token in --config-dir/login.json. It waits
+for the approval (polling the server no faster than it asks) and fails with exit code 1 when
+the sign-in is denied or the code expires (10 minutes). When the token expires, commands say
+so: run 'sortie login' again.
+
+With --client-id and --client-secret, login gets a token with the OAuth 2.0
+client-credentials grant and saves the credential and the token in
+--config-dir/login.json (mode 0600), one login per server. Later commands use the saved
+token and renew it when it expires. 'sortie logout' removes it.
 
 Without a saved login, every command also accepts --client-id and --client-secret (or
 SORTIE_CLIENT_ID and SORTIE_CLIENT_SECRET) and then saves nothing.`,
-		Example: `  sortie login --client-id "$(jq -r .clientId data/admin-credentials.json)" \
+		Example: `  sortie login --addr https://sortie.example.com
+  sortie login --client-id "$(jq -r .clientId data/admin-credentials.json)" \
                --client-secret "$(jq -r .clientSecret data/admin-credentials.json)"
   SORTIE_CLIENT_ID=... SORTIE_CLIENT_SECRET=... sortie login --addr https://sortie.example.com`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if a.g.clientID == "" || a.g.clientSecret == "" {
-				return usagef("login needs --client-id and --client-secret (or SORTIE_CLIENT_ID and SORTIE_CLIENT_SECRET)")
+			if (a.g.clientID == "") != (a.g.clientSecret == "") {
+				return usagef("login needs both --client-id and --client-secret (or SORTIE_CLIENT_ID and SORTIE_CLIENT_SECRET), or neither to sign in as a person in the browser")
 			}
 			lf, err := a.readLogins()
 			if err != nil {
 				return err
 			}
-			e, err := a.fetchToken(cmd.Context(), a.g.clientID, a.g.clientSecret)
+			var e loginEntry
+			if a.g.clientID == "" {
+				e, err = a.deviceLogin(cmd.Context())
+			} else {
+				e, err = a.fetchToken(cmd.Context(), a.g.clientID, a.g.clientSecret)
+			}
 			if err != nil {
 				return err
 			}
@@ -270,6 +291,12 @@ SORTIE_CLIENT_ID and SORTIE_CLIENT_SECRET) and then saves nothing.`,
 			res := loginResult{Addr: a.g.addr, ClientID: e.ClientID, Name: p.Name, Type: p.Type, EnvID: p.EnvID,
 				Roles: nonNil(p.Roles), Scope: e.Scope, ExpiresAtIso8601: e.ExpiresAt.UTC().Format(time.RFC3339), SavedIn: a.loginPath()}
 			return a.print(res, func(w *textWriter) {
+				if res.ClientID == "" {
+					w.linef("Logged in to %s as %s (%s, environment %s).", res.Addr, res.Name, res.Type, res.EnvID)
+					w.linef("Scopes: %s", res.Scope)
+					w.linef("Token valid until %s; then run 'sortie login' again. Saved in %s.", res.ExpiresAtIso8601, res.SavedIn)
+					return
+				}
 				w.linef("Logged in to %s as %s (%s %s, environment %s).", res.Addr, res.Name, res.Type, res.ClientID, res.EnvID)
 				w.linef("Scopes: %s", res.Scope)
 				w.linef("Token valid until %s; renewed automatically. Saved in %s.", res.ExpiresAtIso8601, res.SavedIn)

@@ -122,9 +122,9 @@ func TestLoginRefusedCredential(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(u.configDir, "login.json")); !os.IsNotExist(err) {
 		t.Error("a refused login was saved")
 	}
-	r = u.run(t, "login")
-	if r.code != 2 || !strings.Contains(r.stderr, "login needs --client-id and --client-secret") {
-		t.Errorf("login without credentials: exit %d, %q", r.code, r.stderr)
+	r = u.run(t, "login", "--client-id", s.ClientID)
+	if r.code != 2 || !strings.Contains(r.stderr, "login needs both --client-id and --client-secret") {
+		t.Errorf("login with a client id and no secret: exit %d, %q", r.code, r.stderr)
 	}
 }
 
