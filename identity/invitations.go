@@ -240,6 +240,9 @@ func (s *Service) ListInvitations(ctx context.Context, p Principal) ([]Invitatio
 			s.log.Error("list invitations", "err", err)
 			continue
 		}
+		if !s.now().Before(inv.ExpiresAt) { // the store drops it eventually
+			continue
+		}
 		out = append(out, inv)
 	}
 	slices.SortStableFunc(out, func(a, b Invitation) int {
@@ -275,7 +278,7 @@ func (s *Service) invitationBySecret(ctx context.Context, secret string) (Invita
 		return Invitation{}, "", err
 	}
 	t, err := s.st.GetTicket(ctx, store.TicketInvitation, string(st.Value))
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !s.now().Before(t.ExpiresAt)) {
 		return Invitation{}, "", errInvitationUsed
 	} else if err != nil {
 		return Invitation{}, "", err
