@@ -160,7 +160,7 @@ func errorStatus(err error) (int, string, []error) {
 		return http.StatusServiceUnavailable, "a dependency of the server is unavailable; retry shortly", nil
 	case errors.Is(err, identity.ErrInvalidToken):
 		return http.StatusUnauthorized, err.Error(), nil
-	case errors.Is(err, identity.ErrEscalation), errors.Is(err, identity.ErrNotPermitted), errors.Is(err, identity.ErrWrongPassword):
+	case errors.Is(err, identity.ErrEscalation), errors.Is(err, identity.ErrNotPermitted):
 		return http.StatusForbidden, err.Error(), nil
 	case errors.Is(err, hub.ErrNotConnected), errors.Is(err, hub.ErrUnknownAccount):
 		return http.StatusUnprocessableEntity, err.Error(), nil
