@@ -58,6 +58,7 @@ type server struct {
 	ClientID     string // the organization admin
 	ClientSecret string
 	idClock      *offsetClock // the identity service's clock: tokens expire on it
+	id           *identity.Service
 	simClock     *offsetClock // the simulated cluster's clock: timed pauses end on it
 }
 
@@ -87,7 +88,7 @@ func startServer(t *testing.T) *server {
 	if err != nil {
 		t.Fatalf("create organization: %v", err)
 	}
-	s.ClientID, s.ClientSecret = org.Admin.ClientID, org.Secret
+	s.ClientID, s.ClientSecret, s.id = org.Admin.ClientID, org.Secret, id
 	agents := hub.New(log, hub.Config{Registerer: reg})
 	sealer, err := seal.New(masterKey, "pipelines")
 	if err != nil {
@@ -180,6 +181,8 @@ type user struct {
 	s         *server
 	configDir string
 	env       map[string]string
+	// sleep replaces the waits between device-login polls; nil waits on the real clock.
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 func (s *server) user(t *testing.T) *user {
@@ -214,7 +217,7 @@ func (b *syncBuffer) String() string {
 func (u *user) cliEnv(stdout, stderr io.Writer) cli.Env {
 	return cli.Env{
 		Stdout: stdout, Stderr: stderr, ConfigDir: u.configDir,
-		Getenv: func(k string) string { return u.env[k] },
+		Getenv: func(k string) string { return u.env[k] }, Sleep: u.sleep,
 	}
 }
 
