@@ -93,17 +93,18 @@ func TestEveryProcedureDeclaresScope(t *testing.T) {
 // sampleBodies are well-formed bodies for operations that take one, so the matrix reaches
 // the authorization decision with a request a real client could send.
 var sampleBodies = map[string]string{
-	"create-environment":        `{"name":"matrix"}`,
-	"create-credential":         `{"name":"matrix","roles":[]}`,
-	"set-credential-roles":      `[]`,
-	"oauth-token":               `grant_type=client_credentials`,
-	"start-deployment":          `{"account":"matrix","application":"web","manifests":[{"inline":{"value":"kind: ConfigMap"}}]}`,
-	"start-pipeline":            `{"application":"web","targets":{},"manifests":[]}`,
-	"start-kubernetes-pipeline": `{"application":"web","targets":{},"manifests":[]}`,
-	"approve-pipeline":          `{"step":"prod"}`,
-	"resume-deployment":         `{}`,
-	"abort-deployment":          `{}`,
-	"abort-pipeline":            `{}`,
+	"create-environment":         `{"name":"matrix"}`,
+	"create-credential":          `{"name":"matrix","roles":[]}`,
+	"set-credential-roles":       `[]`,
+	"oauth-token":                `grant_type=client_credentials`,
+	"oauth-device-authorization": `client_id=sortie-cli`,
+	"start-deployment":           `{"account":"matrix","application":"web","manifests":[{"inline":{"value":"kind: ConfigMap"}}]}`,
+	"start-pipeline":             `{"application":"web","targets":{},"manifests":[]}`,
+	"start-kubernetes-pipeline":  `{"application":"web","targets":{},"manifests":[]}`,
+	"approve-pipeline":           `{"step":"prod"}`,
+	"resume-deployment":          `{}`,
+	"abort-deployment":           `{}`,
+	"abort-pipeline":             `{}`,
 }
 
 // pathParam matches the parameters of a route's path template.
@@ -159,8 +160,10 @@ func TestScopeMatrix(t *testing.T) {
 	for _, proc := range connectProcedures() {
 		need := declared[proc]
 		t.Run("Connect "+proc, func(t *testing.T) {
-			if code := callProcedure(t, ts, proc, ""); code != connect.CodeUnauthenticated {
+			if code := callProcedure(t, ts, proc, ""); need != gateway.Public && code != connect.CodeUnauthenticated {
 				t.Errorf("no token: %v, want unauthenticated", code)
+			} else if need == gateway.Public && (code == connect.CodeUnauthenticated || code == connect.CodePermissionDenied) {
+				t.Errorf("no token: %v, but the procedure is public", code)
 			}
 			for _, held := range identity.Scopes {
 				code := callProcedure(t, ts, proc, tokens[held])

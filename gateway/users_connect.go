@@ -46,6 +46,9 @@ func (s *identityServer) ListUsers(ctx context.Context, _ *connect.Request[ident
 }
 
 func (s *identityServer) RemoveUser(ctx context.Context, req *connect.Request[identityv1.RemoveUserRequest]) (*connect.Response[identityv1.RemoveUserResponse], error) {
+	if err := identity.CheckMessage(req.Msg); err != nil {
+		return nil, s.err(ctx, err)
+	}
 	if err := s.g.id.RemoveUser(ctx, principalFrom(ctx), req.Msg.GetId()); err != nil {
 		return nil, s.err(ctx, err)
 	}
@@ -53,6 +56,9 @@ func (s *identityServer) RemoveUser(ctx context.Context, req *connect.Request[id
 }
 
 func (s *identityServer) CreateInvitation(ctx context.Context, req *connect.Request[identityv1.CreateInvitationRequest]) (*connect.Response[identityv1.CreateInvitationResponse], error) {
+	if err := identity.CheckMessage(req.Msg); err != nil {
+		return nil, s.err(ctx, err)
+	}
 	var ttl time.Duration
 	if d := req.Msg.GetTtl(); d != nil {
 		ttl = d.AsDuration()
@@ -80,6 +86,9 @@ func (s *identityServer) ListInvitations(ctx context.Context, _ *connect.Request
 }
 
 func (s *identityServer) RevokeInvitation(ctx context.Context, req *connect.Request[identityv1.RevokeInvitationRequest]) (*connect.Response[identityv1.RevokeInvitationResponse], error) {
+	if err := identity.CheckMessage(req.Msg); err != nil {
+		return nil, s.err(ctx, err)
+	}
 	if err := s.g.id.RevokeInvitation(ctx, principalFrom(ctx), req.Msg.GetId()); err != nil {
 		return nil, s.err(ctx, err)
 	}
@@ -87,6 +96,9 @@ func (s *identityServer) RevokeInvitation(ctx context.Context, req *connect.Requ
 }
 
 func (s *identityServer) GetInvitation(ctx context.Context, req *connect.Request[identityv1.GetInvitationRequest]) (*connect.Response[identityv1.GetInvitationResponse], error) {
+	if err := identity.CheckMessage(req.Msg); err != nil {
+		return nil, s.err(ctx, err)
+	}
 	info, err := s.g.id.GetInvitation(ctx, req.Msg.GetToken())
 	if err != nil {
 		return nil, s.err(ctx, err)
@@ -98,6 +110,9 @@ func (s *identityServer) GetInvitation(ctx context.Context, req *connect.Request
 }
 
 func (s *identityServer) AcceptInvitation(ctx context.Context, req *connect.Request[identityv1.AcceptInvitationRequest]) (*connect.Response[identityv1.AcceptInvitationResponse], error) {
+	if err := identity.CheckMessage(req.Msg); err != nil {
+		return nil, s.err(ctx, err)
+	}
 	u, inv, err := s.g.id.AcceptInvitation(ctx, req.Msg.GetToken(), req.Msg.GetName(), req.Msg.GetPassword())
 	if err != nil {
 		return nil, s.err(ctx, err)
@@ -106,6 +121,9 @@ func (s *identityServer) AcceptInvitation(ctx context.Context, req *connect.Requ
 }
 
 func (s *identityServer) ChangePassword(ctx context.Context, req *connect.Request[identityv1.ChangePasswordRequest]) (*connect.Response[identityv1.ChangePasswordResponse], error) {
+	if err := identity.CheckMessage(req.Msg); err != nil {
+		return nil, s.err(ctx, err)
+	}
 	if err := s.g.id.ChangePassword(ctx, principalFrom(ctx), req.Msg.GetCurrentPassword(), req.Msg.GetNewPassword()); err != nil {
 		return nil, s.err(ctx, err)
 	}
@@ -113,6 +131,9 @@ func (s *identityServer) ChangePassword(ctx context.Context, req *connect.Reques
 }
 
 func (s *identityServer) ApproveDevice(ctx context.Context, req *connect.Request[identityv1.ApproveDeviceRequest]) (*connect.Response[identityv1.ApproveDeviceResponse], error) {
+	if err := identity.CheckMessage(req.Msg); err != nil {
+		return nil, s.err(ctx, err)
+	}
 	if err := s.g.id.ApproveDevice(ctx, principalFrom(ctx), req.Msg.GetUserCode(), req.Msg.GetEnvId(), req.Msg.GetDeny()); err != nil {
 		return nil, s.err(ctx, err)
 	}

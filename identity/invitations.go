@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sortie-dev/sortie/store"
 )
@@ -31,6 +32,16 @@ var ErrNotPermitted = errors.New("not permitted")
 // the caller cannot tell them apart, and need not.
 var errInvitationUsed = &CallerError{
 	Message: "This invitation link was already used or has expired.", Kind: store.ErrNotFound,
+}
+
+// CheckMessage enforces the rules a request message declares in identity.proto
+// (protovalidate) and returns their violations as a ValidationError, or nil.
+func CheckMessage(m proto.Message) error {
+	var verr ValidationError
+	if err := checkRules(&verr, m); err != nil {
+		return err
+	}
+	return verr.errOrNil()
 }
 
 // Invitation is a pending invitation to an environment.
