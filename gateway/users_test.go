@@ -48,8 +48,8 @@ func inviteSecret(t *testing.T, ts *testServer, link string) string {
 	return secret
 }
 
-// addUser invites login with roles through admin and accepts the invitation with password.
-func addUser(t *testing.T, ts *testServer, admin identityv1connect.IdentityServiceClient, login string, roles ...string) store.User {
+// inviteUser invites login with roles through admin and accepts the invitation with password.
+func inviteUser(t *testing.T, ts *testServer, admin identityv1connect.IdentityServiceClient, login string, roles ...string) store.User {
 	t.Helper()
 	ctx := context.Background()
 	inv, err := admin.CreateInvitation(ctx, connect.NewRequest(&identityv1.CreateInvitationRequest{Email: login, Roles: roles}))
@@ -167,7 +167,7 @@ func TestInvitationExistingUserProvesPassword(t *testing.T) {
 	ctx := context.Background()
 	admin := identityClient(ts, ts.adminToken(t))
 	anon := identityClient(ts, "")
-	jane := addUser(t, ts, admin, "jane@example.com", identity.RoleDeploymentsFullAccess)
+	jane := inviteUser(t, ts, admin, "jane@example.com", identity.RoleDeploymentsFullAccess)
 
 	staging, err := admin.CreateEnvironment(ctx, connect.NewRequest(&identityv1.CreateEnvironmentRequest{Name: "staging"}))
 	if err != nil {
@@ -294,7 +294,7 @@ func TestInvitationBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addUser(t, ts, admin, "jane@example.com", identity.RoleDeploymentsFullAccess)
+	inviteUser(t, ts, admin, "jane@example.com", identity.RoleDeploymentsFullAccess)
 	_, err = admin.CreateInvitation(ctx, connect.NewRequest(&identityv1.CreateInvitationRequest{Email: "jane@example.com", Roles: []string{identity.RoleDeploymentsFullAccess}}))
 	wantCode(t, "invite a member", err, connect.CodeAlreadyExists, "already a member")
 }
@@ -305,8 +305,8 @@ func TestRemoveUser(t *testing.T) {
 	ctx := context.Background()
 	admin := identityClient(ts, ts.adminToken(t))
 	envID := ts.admin.Environment.ID
-	boss := addUser(t, ts, admin, "boss@example.com", identity.RoleOrganizationAdmin)
-	jane := addUser(t, ts, admin, "jane@example.com", identity.RoleDeploymentsFullAccess)
+	boss := inviteUser(t, ts, admin, "boss@example.com", identity.RoleOrganizationAdmin)
+	jane := inviteUser(t, ts, admin, "jane@example.com", identity.RoleDeploymentsFullAccess)
 	bossClient := identityClient(ts, userToken(t, ts, boss, envID))
 	janeClient := identityClient(ts, userToken(t, ts, jane, envID))
 	if _, err := janeClient.WhoAmI(ctx, connect.NewRequest(&identityv1.WhoAmIRequest{})); err != nil {
@@ -341,7 +341,7 @@ func TestWatchIdentity(t *testing.T) {
 	defer cancel()
 	admin := identityClient(ts, ts.adminToken(t))
 	envID := ts.admin.Environment.ID
-	jane := addUser(t, ts, admin, "jane@example.com", identity.RoleOrganizationAdmin)
+	jane := inviteUser(t, ts, admin, "jane@example.com", identity.RoleOrganizationAdmin)
 	stream, err := identityClient(ts, userToken(t, ts, jane, envID)).WatchIdentity(ctx, connect.NewRequest(&identityv1.WatchIdentityRequest{}))
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +452,7 @@ func TestDeviceFlow(t *testing.T) {
 	adminToken := ts.adminToken(t)
 	admin := identityClient(ts, adminToken)
 	envID := ts.admin.Environment.ID
-	jane := addUser(t, ts, admin, "jane@example.com", identity.RoleDeploymentsFullAccess)
+	jane := inviteUser(t, ts, admin, "jane@example.com", identity.RoleDeploymentsFullAccess)
 	janeClient := identityClient(ts, userToken(t, ts, jane, envID))
 
 	disc := decode[map[string]any](t, ts.do(t, "GET", "/.well-known/openid-configuration", "", nil).Body)
