@@ -41,7 +41,7 @@ func TestParseTokenRequest(t *testing.T) {
 	viaBasic := clientCreds
 	viaBasic.UsedBasic = true
 	unsupportedGrant := &identity.OAuthError{Status: 400, Code: identity.OAuthUnsupportedGrantType,
-		Description: "supported grant types: client_credentials, authorization_code"}
+		Description: "supported grant types: client_credentials, authorization_code, urn:ietf:params:oauth:grant-type:device_code"}
 	notAnObject := invalidRequest("the body must be a JSON object")
 	malformedBasic := invalidClient("malformed Basic credentials", true)
 	noCredentials := invalidClient("client authentication is required: client_id and client_secret", false)
