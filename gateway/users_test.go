@@ -120,7 +120,7 @@ func TestInvitationNewUser(t *testing.T) {
 	if _, err := ts.st.LookupUser(ctx, "jane.doe@example.com"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a refused acceptance created the user: %v", err)
 	}
-	accepted, err := anon.AcceptInvitation(ctx, connect.NewRequest(&identityv1.AcceptInvitationRequest{Token: secret, Name: "Jane Doe", Password: "correct horse battery"}))
+	accepted, err := anon.AcceptInvitation(ctx, connect.NewRequest(&identityv1.AcceptInvitationRequest{Token: secret, Name: "Jane Doe", Password: testPassword}))
 	if err != nil {
 		t.Fatalf("accept: %v", err)
 	}
@@ -149,7 +149,13 @@ func TestInvitationNewUser(t *testing.T) {
 		t.Errorf("listed user %v", got)
 	}
 
-	// The new user gets a token through the device flow and is a user principal.
+	// The new user signs in on the sign-in page with the password just set...
+	c := newConsole(t, ts)
+	c.signIn("jane.doe@example.com")
+	if who := c.mustWhoAmI(); who.Principal.Type != "PRINCIPAL_TYPE_USER" || who.Principal.Subject != u.ID {
+		t.Errorf("whoami of the signed-in new user: %+v", who.Principal)
+	}
+	// ...and gets a bearer token through the device flow.
 	tok := deviceLoginAs(t, ts, u)
 	who, err := identityClient(ts, tok).WhoAmI(ctx, connect.NewRequest(&identityv1.WhoAmIRequest{}))
 	if err != nil {
