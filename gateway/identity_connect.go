@@ -64,10 +64,18 @@ func (s *identityServer) WhoAmI(ctx context.Context, _ *connect.Request[identity
 	if p.Type == identity.PrincipalUser {
 		typ = identityv1.PrincipalType_PRINCIPAL_TYPE_USER
 	}
-	return connect.NewResponse(&identityv1.WhoAmIResponse{Principal: &identityv1.Principal{
+	resp := &identityv1.WhoAmIResponse{Principal: &identityv1.Principal{
 		Type: typ, Name: p.Name, Subject: p.Subject, OrgId: p.OrgID, OrgName: p.OrgName, EnvId: p.EnvID,
 		Roles: p.Roles, Scopes: p.Scopes,
-	}}), nil
+	}}
+	envs, err := s.g.id.UserMemberships(ctx, p)
+	if err != nil {
+		return nil, s.err(ctx, err)
+	}
+	for _, e := range envs {
+		resp.Environments = append(resp.Environments, environmentPB(e))
+	}
+	return connect.NewResponse(resp), nil
 }
 
 func (s *identityServer) ListEnvironments(ctx context.Context, _ *connect.Request[identityv1.ListEnvironmentsRequest]) (*connect.Response[identityv1.ListEnvironmentsResponse], error) {

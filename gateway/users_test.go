@@ -500,6 +500,9 @@ func TestDeviceFlow(t *testing.T) {
 		if p := who.Msg.GetPrincipal(); p.GetType() != identityv1.PrincipalType_PRINCIPAL_TYPE_USER || p.GetSubject() != jane.ID || p.GetName() != "jane@example.com" || p.GetEnvId() != envID {
 			t.Errorf("whoami with the device token: %v", p)
 		}
+		if envs := who.Msg.GetEnvironments(); len(envs) != 1 || envs[0].GetId() != envID {
+			t.Errorf("whoami environments %v: want jane's one membership", envs)
+		}
 		ts.clock.Advance(time.Minute)
 		wantOAuth(t, "the device code used twice", pollDevice(t, ts, deviceCode), 400, "invalid_grant")
 	})
