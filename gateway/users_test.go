@@ -19,7 +19,21 @@ import (
 	"github.com/sortie-dev/sortie/gen/sortie/identity/v1/identityv1connect"
 	"github.com/sortie-dev/sortie/identity"
 	"github.com/sortie-dev/sortie/store"
+	"github.com/sortie-dev/sortie/store/redistest"
 )
+
+// onBothStores runs test against a server on each store backend: bbolt and Redis.
+func onBothStores(t *testing.T, test func(*testing.T, *testServer)) {
+	t.Parallel()
+	t.Run("bolt", func(t *testing.T) {
+		t.Parallel()
+		test(t, startServer(t, serverOptions{}))
+	})
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		test(t, startServer(t, serverOptions{redisURL: redistest.New(t).URL()}))
+	})
+}
 
 // identityClient is a generated IdentityService client sending token (none when empty).
 func identityClient(ts *testServer, token string) identityv1connect.IdentityServiceClient {
@@ -78,9 +92,9 @@ func userToken(t *testing.T, ts *testServer, u store.User, envID string) string 
 	return tok.Token
 }
 
-func TestInvitationNewUser(t *testing.T) {
-	t.Parallel()
-	ts := startServer(t, serverOptions{})
+func TestInvitationNewUser(t *testing.T) { onBothStores(t, testInvitationNewUser) }
+
+func testInvitationNewUser(t *testing.T, ts *testServer) {
 	ctx := context.Background()
 	admin := identityClient(ts, ts.adminToken(t))
 	anon := identityClient(ts, "")
@@ -305,9 +319,9 @@ func TestInvitationBadInput(t *testing.T) {
 	wantCode(t, "invite a member", err, connect.CodeAlreadyExists, "already a member")
 }
 
-func TestRemoveUser(t *testing.T) {
-	t.Parallel()
-	ts := startServer(t, serverOptions{})
+func TestRemoveUser(t *testing.T) { onBothStores(t, testRemoveUser) }
+
+func testRemoveUser(t *testing.T, ts *testServer) {
 	ctx := context.Background()
 	admin := identityClient(ts, ts.adminToken(t))
 	envID := ts.admin.Environment.ID
@@ -451,9 +465,9 @@ func deviceLoginAs(t *testing.T, ts *testServer, u store.User) string {
 	return tok
 }
 
-func TestDeviceFlow(t *testing.T) {
-	t.Parallel()
-	ts := startServer(t, serverOptions{})
+func TestDeviceFlow(t *testing.T) { onBothStores(t, testDeviceFlow) }
+
+func testDeviceFlow(t *testing.T, ts *testServer) {
 	ctx := context.Background()
 	adminToken := ts.adminToken(t)
 	admin := identityClient(ts, adminToken)
