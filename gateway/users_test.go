@@ -549,3 +549,78 @@ func testDeviceFlow(t *testing.T, ts *testServer) {
 }
 
 func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
+
+// TestOnceUnderRace holds an invitation link and an approved device code to one use when
+// several clients race for them.
+func TestOnceUnderRace(t *testing.T) { onBothStores(t, testOnceUnderRace) }
+
+func testOnceUnderRace(t *testing.T, ts *testServer) {
+	ctx := context.Background()
+	admin := identityClient(ts, ts.adminToken(t))
+	anon := identityClient(ts, "")
+	const racers = 4
+
+	created, err := admin.CreateInvitation(ctx, connect.NewRequest(&identityv1.CreateInvitationRequest{
+		Email: "race@example.com", Roles: []string{identity.RoleDeploymentsFullAccess},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := inviteSecret(t, ts, created.Msg.GetUrl())
+	errs := make(chan error, racers)
+	for range racers {
+		go func() {
+			_, err := anon.AcceptInvitation(ctx, connect.NewRequest(&identityv1.AcceptInvitationRequest{Token: secret, Password: testPassword}))
+			errs <- err
+		}()
+	}
+	accepted := 0
+	for range racers {
+		if err := <-errs; err == nil {
+			accepted++
+		} else {
+			wantCode(t, "a losing acceptance", err, connect.CodeNotFound, "This invitation link was already used or has expired.")
+		}
+	}
+	if accepted != 1 {
+		t.Fatalf("%d acceptances of one link succeeded, want 1", accepted)
+	}
+
+	u, err := ts.st.LookupUser(ctx, "race@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deviceCode, userCode := startDevice(t, ts)
+	approver := identityClient(ts, userToken(t, ts, u, ts.admin.Environment.ID))
+	if _, err := approver.ApproveDevice(ctx, connect.NewRequest(&identityv1.ApproveDeviceRequest{UserCode: userCode})); err != nil {
+		t.Fatal(err)
+	}
+	replies := make(chan deviceReply, racers)
+	for range racers {
+		go func() {
+			resp, err := http.PostForm(ts.URL+"/oauth/token", url.Values{
+				"grant_type": {identity.GrantDeviceCode}, "client_id": {identity.DeviceClientID}, "device_code": {deviceCode},
+			})
+			if err != nil {
+				replies <- deviceReply{}
+				return
+			}
+			defer resp.Body.Close()
+			var body map[string]any
+			_ = jsonDecode(resp, &body)
+			replies <- deviceReply{Status: resp.StatusCode, Body: body}
+		}()
+	}
+	tokens := 0
+	for range racers {
+		switch r := <-replies; {
+		case r.Status == http.StatusOK:
+			tokens++
+		case r.Status != http.StatusBadRequest || r.Body["error"] != "invalid_grant":
+			t.Errorf("a losing poll: %d %v, want 400 invalid_grant", r.Status, r.Body)
+		}
+	}
+	if tokens != 1 {
+		t.Fatalf("%d polls of one approved device code got a token, want 1", tokens)
+	}
+}
