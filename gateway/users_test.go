@@ -624,3 +624,29 @@ func testOnceUnderRace(t *testing.T, ts *testServer) {
 		t.Fatalf("%d polls of one approved device code got a token, want 1", tokens)
 	}
 }
+
+func TestChangePassword(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{})
+	ctx := context.Background()
+	admin := identityClient(ts, ts.adminToken(t))
+	jane := inviteUser(t, ts, admin, "jane@example.com", identity.RoleDeploymentsFullAccess)
+	janeClient := identityClient(ts, userToken(t, ts, jane, ts.admin.Environment.ID))
+	const newPassword = "a brand new passphrase"
+
+	_, err := janeClient.ChangePassword(ctx, connect.NewRequest(&identityv1.ChangePasswordRequest{CurrentPassword: "correct horse battery", NewPassword: "short"}))
+	wantCode(t, "a short new password", err, connect.CodeInvalidArgument, "new_password")
+	_, err = janeClient.ChangePassword(ctx, connect.NewRequest(&identityv1.ChangePasswordRequest{CurrentPassword: "not my password", NewPassword: newPassword}))
+	wantCode(t, "a wrong current password", err, connect.CodeInvalidArgument, "currentPassword: is wrong")
+	if _, err := janeClient.ChangePassword(ctx, connect.NewRequest(&identityv1.ChangePasswordRequest{CurrentPassword: "correct horse battery", NewPassword: newPassword})); err != nil {
+		t.Fatalf("change password: %v", err)
+	}
+	c := newConsole(t, ts)
+	_, challenge := pkcePair()
+	if resp, body := c.submit(c.openSignIn(challenge), "jane@example.com", newPassword); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("sign-in with the new password: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := c.submit(c.openSignIn(challenge), "jane@example.com", "correct horse battery"); resp.StatusCode == http.StatusSeeOther {
+		t.Error("the old password still signs in")
+	}
+}
