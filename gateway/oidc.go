@@ -146,12 +146,15 @@ func (g *Gateway) registerOIDC() {
 func tokenOperation() huma.Operation {
 	return huma.Operation{
 		OperationID: "oauth-token", Method: http.MethodPost, Path: tokenPath,
-		Summary: "Issue an access token (OAuth 2.0 client credentials, authorization code)", Tags: []string{"Identity"},
+		Summary: "Issue an access token (OAuth 2.0 client credentials, authorization code, device code)", Tags: []string{"Identity"},
 		Description: "grant_type=client_credentials replies 200 `{access_token, token_type, expires_in, scope}`. " +
 			"grant_type=authorization_code (the console: client_id=sortie-console, code, redirect_uri, " +
 			"code_verifier; PKCE S256) starts a console session and replies 200 " +
 			"`{token_type: \"cookie\", expires_in, scope}` with the token in the HttpOnly `sortie_session` " +
-			"cookie and the CSRF value in the `sortie_csrf` cookie, never in the body. Failures use RFC 6749 " +
+			"cookie and the CSRF value in the `sortie_csrf` cookie, never in the body. " +
+			"grant_type=" + identity.GrantDeviceCode + " (client_id=sortie-cli, device_code from " +
+			"POST " + devicePath + ") answers 400 authorization_pending, slow_down, access_denied or " +
+			"expired_token until approved, then a bearer user token once. Failures use RFC 6749 " +
 			"section 5.2 bodies `{error, error_description}`: 400 invalid_request, invalid_grant, " +
 			"unsupported_grant_type or invalid_scope; 401 invalid_client; 429 slow_down after too many failed attempts.",
 		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusTooManyRequests},
