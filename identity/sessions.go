@@ -93,7 +93,8 @@ func (s *Service) StartSession(ctx context.Context, u store.User) (Session, erro
 	if err != nil {
 		return Session{}, err
 	}
-	sess := Session{ID: randomToken(), CSRF: randomToken(), ExpiresAt: s.now().Add(s.sessionMaxAge)}
+	// The id starts with the user's, so a password change can find the user's other sessions.
+	sess := Session{ID: u.ID + "/" + randomToken(), CSRF: randomToken(), ExpiresAt: s.now().Add(s.sessionMaxAge)}
 	if err := s.st.PutTicket(ctx, store.Ticket{Kind: store.TicketSession, ID: sess.ID, Value: val, ExpiresAt: sess.ExpiresAt}); err != nil {
 		return Session{}, fmt.Errorf("start session: %w", err)
 	}
@@ -155,6 +156,23 @@ func (s *Service) EndSession(ctx context.Context, sid string) error {
 		return nil
 	}
 	return s.st.DeleteTicket(ctx, store.TicketSession, sid)
+}
+
+// endOtherSessions ends every console session of u except keep (the caller's own, or "").
+func (s *Service) endOtherSessions(ctx context.Context, u store.User, keep string) error {
+	live, err := s.st.ListTickets(ctx, store.TicketSession, u.ID+"/")
+	if err != nil {
+		return err
+	}
+	for _, t := range live {
+		if t.ID == keep {
+			continue
+		}
+		if err := s.st.DeleteTicket(ctx, store.TicketSession, t.ID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ParseToken checks a token's signature and claims only (no store access), for the gateway

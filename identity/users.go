@@ -104,7 +104,7 @@ func checkLogin(verr *ValidationError, field, login string) {
 // wrong current password is a ValidationError on currentPassword (and counts as a failed
 // sign-in, so guessing through it is rate-limited too); a new password that is too short is
 // one on newPassword. Machines, and users who sign in only through the external provider,
-// have no password to change.
+// have no password to change. The user's other console sessions end with the change.
 func (s *Service) ChangePassword(ctx context.Context, p Principal, current, newPassword string) error {
 	if p.Type != PrincipalUser {
 		return &CallerError{Message: "only a user has a password; machine credentials have secrets", Kind: store.ErrNotFound}
@@ -145,6 +145,11 @@ func (s *Service) ChangePassword(ctx context.Context, p Principal, current, newP
 			return &CallerError{Message: "your account changed meanwhile; try again", Kind: store.ErrConflict}
 		}
 		return callerError(err, "your user no longer exists")
+	}
+	// Whoever else knew the old password is signed out of the console at once; the caller's
+	// own session goes on.
+	if err := s.endOtherSessions(ctx, u, p.SessionID); err != nil {
+		return fmt.Errorf("the password is changed, but other sessions could not be ended: %w", err)
 	}
 	s.log.Info("password changed", "org", u.OrgID, "user", u.ID)
 	return nil

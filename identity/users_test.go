@@ -163,8 +163,32 @@ func TestChangePassword(t *testing.T) {
 	if _, err := fx.svc.CheckPassword(t.Context(), "ada", userPassword, testAddr); err != nil {
 		t.Fatalf("refused changes changed the password: %v", err)
 	}
-	if err := fx.svc.ChangePassword(t.Context(), p, userPassword, newPassword); err != nil {
+	// Two console sessions: the one changing the password goes on, the other ends.
+	var sessions [2]identity.Principal
+	for i := range sessions {
+		sess, err := fx.svc.StartSession(t.Context(), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := fx.svc.IssueUserToken(t.Context(), u, fx.org.Environment.ID, &sess)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sessions[i], err = fx.svc.Verify(t.Context(), st.Token); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fx.svc.ChangePassword(t.Context(), sessions[0], userPassword, newPassword); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := fx.svc.RenewSession(t.Context(), sessions[0]); err != nil {
+		t.Errorf("the session that changed the password ended: %v", err)
+	}
+	if _, err := fx.svc.RenewSession(t.Context(), sessions[1]); !errors.Is(err, identity.ErrInvalidToken) {
+		t.Errorf("another session after the password change: %v, want it ended", err)
+	}
+	if _, err := fx.svc.Verify(t.Context(), tok.Token); err != nil {
+		t.Errorf("a bearer token without a session after the password change: %v", err)
 	}
 	if _, err := fx.svc.CheckPassword(t.Context(), "ada", userPassword, testAddr); !errors.Is(err, identity.ErrWrongPassword) {
 		t.Errorf("old password after the change: %v", err)
