@@ -1,7 +1,7 @@
 import { useState } from "react";
 import { identity } from "../api";
 import { useSession } from "../session";
-import { pokeIdentity, useGrantableRoles, useIdentity } from "../identityStream";
+import { useGrantableRoles, useIdentity } from "../identityStream";
 import type { Credential } from "../gen/sortie/identity/v1/identity_pb";
 import { Button, Card, Confirm, EmptyState, ErrorMessage, Field, Modal, PageHeader, RolePicker, SecretBox, StreamIndicator, Table, Tag, inputClass, td } from "../components/ui";
 import { when } from "../time";
@@ -75,7 +75,6 @@ export function CredentialsPage() {
         danger
         action={async () => {
           await identity.deleteCredential({ id: revoke?.id ?? "" });
-          pokeIdentity();
         }}
       >
         <strong>{revoke?.name}</strong> stops working at once: its tokens are refused and agents using it disconnect.
@@ -132,7 +131,6 @@ function CreateCredential({ open, onClose }: { open: boolean; onClose: () => voi
             try {
               const res = await identity.createCredential({ name: name.trim(), roles: picked });
               setCreated({ clientId: res.credential?.clientId ?? "", secret: res.clientSecret });
-              pokeIdentity();
             } catch (err) {
               setError(err);
             } finally {

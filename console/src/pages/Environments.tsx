@@ -1,7 +1,7 @@
 import { useState } from "react";
 import { identity } from "../api";
 import { useSession } from "../session";
-import { pokeIdentity, useIdentity } from "../identityStream";
+import { useIdentity } from "../identityStream";
 import { Button, Card, EmptyState, ErrorMessage, Field, Modal, PageHeader, SecretBox, StreamIndicator, Table, inputClass, td } from "../components/ui";
 import { when } from "../time";
 
@@ -108,7 +108,6 @@ function CreateEnvironment({ open, onClose }: { open: boolean; onClose: () => vo
             try {
               const res = await identity.createEnvironment({ name });
               setCreated({ name, clientId: res.adminCredential?.clientId ?? "", secret: res.adminClientSecret });
-              pokeIdentity();
               await s.refresh();
             } catch (err) {
               setError(err);

@@ -1,14 +1,14 @@
 import { useState } from "react";
 import { identity } from "../api";
 import { useSession } from "../session";
-import { pokeIdentity, useGrantableRoles, useIdentity } from "../identityStream";
+import { useGrantableRoles, useIdentity } from "../identityStream";
 import type { Invitation, User } from "../gen/sortie/identity/v1/identity_pb";
 import { Button, Card, CardHeader, Confirm, EmptyState, ErrorMessage, Field, Modal, PageHeader, RolePicker, SecretBox, StreamIndicator, Table, Tag, inputClass, td } from "../components/ui";
 import { when } from "../time";
 
 export function UsersPage() {
   const s = useSession();
-  const { snapshot, reconnecting, error, missing } = useIdentity();
+  const { snapshot, reconnecting, error } = useIdentity();
   const [inviting, setInviting] = useState(false);
   const [remove, setRemove] = useState<User | null>(null);
   const [revoke, setRevoke] = useState<Invitation | null>(null);
@@ -33,7 +33,6 @@ export function UsersPage() {
         }
       />
       <ErrorMessage error={error} className="mb-4" />
-      {missing.has("users") && <ErrorMessage error="This server does not offer user management yet." className="mb-4" />}
       {!allowed ? (
         <Card>
           <EmptyState title="Your roles cannot manage users">Managing users needs the manage:tenant scope (Organization Admin).</EmptyState>
@@ -114,7 +113,6 @@ export function UsersPage() {
         danger
         action={async () => {
           await identity.removeUser({ id: remove?.id ?? "" });
-          pokeIdentity();
         }}
       >
         <strong>{remove?.login}</strong> loses access to {s.envName} at once; their open sessions end.
@@ -127,7 +125,6 @@ export function UsersPage() {
         danger
         action={async () => {
           await identity.revokeInvitation({ id: revoke?.id ?? "" });
-          pokeIdentity();
         }}
       >
         The link sent to <strong>{revoke?.email}</strong> stops working.
@@ -176,7 +173,6 @@ function InviteDialog({ open, onClose }: { open: boolean; onClose: () => void })
             try {
               const res = await identity.createInvitation({ email: email.trim(), roles: picked });
               setLink(res.url);
-              pokeIdentity();
             } catch (err) {
               setError(err);
             } finally {
