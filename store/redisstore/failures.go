@@ -15,11 +15,17 @@ import (
 var _ store.FailureCounter = (*Store)(nil)
 
 // addFailureScript increments a window's counter, starting the window on its first event,
-// and returns the count and the milliseconds left. One key: it works in a cluster.
+// and returns the count and the milliseconds left. One key: it works in a cluster. A window
+// with 0 ms left has ended (Failures reads it as gone) though Redis has not yet dropped the
+// key: the failure starts a new window instead of counting in the old one.
 const addFailureScript = `
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local left = redis.call('PTTL', KEYS[1])
+if left == 0 then
+  redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+  return {1, tonumber(ARGV[1])}
+end
 if left < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   left = tonumber(ARGV[1])
