@@ -37,6 +37,17 @@ if ! command -v gcc >/dev/null 2>&1; then
   echo "gcc is missing: the SSO tests build Ory Hydra with cgo (apt-get install gcc)" >&2
   exit 1
 fi
+# The console's browser tests (e2e/console, in 'go test ./...') drive Debian's chromium
+# headless with playwright-core from console/node_modules (npm ci, in the console step).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "chromium is missing; installing it from Debian's packages"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "run as root, or install chromium yourself (apt-get install chromium)" >&2
+    exit 1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+/usr/bin/chromium --version
 
 step "formatting and vet"
 unformatted=$(gofmt -l $(git ls-files -co --exclude-standard '*.go' | grep -v '^gen/' | grep -v '^e2e/tools/') || true)
