@@ -196,7 +196,7 @@ func (h *harness) testDeployments(t *testing.T) {
 // role in Sortie, which the console shows, and the server has the user with that role.
 func (h *harness) testSSO(t *testing.T) {
 	h.script(t, "sso.mjs", map[string]string{
-		"SSO_LOGIN": h.sso.login, "SSO_PASSWORD": h.sso.password, "SSO_NAME": h.sso.name, "SSO_ROLE": h.sso.role,
+		"SSO_EMAIL": h.sso.email, "SSO_PASSWORD": h.sso.password, "SSO_NAME": h.sso.name, "SSO_ROLE": h.sso.role,
 	}, nil)
 	status, body := connect(t, h.url, h.admin, "sortie.identity.v1.IdentityService/ListUsers", map[string]any{})
 	if status != 200 {

@@ -1,6 +1,6 @@
 // Credentials: create one with a role, copy its secret (shown once), get a token with it,
 // revoke it with confirmation, and see the secret stop working.
-import { scenario, env, adminSignIn, heading, step, api, tokenWith, until, assert, log } from './lib.mjs';
+import { scenario, env, adminSignIn, heading, step, tokenWith, until, roleBox, shown, assert, log } from './lib.mjs';
 
 const name = env('CREDENTIAL_NAME');
 const role = env('CREDENTIAL_ROLE');
@@ -11,61 +11,45 @@ await scenario('credentials', async ({ page, shot }) => {
   await page.getByTestId('credential-row').first().waitFor();
   await shot('credentials');
 
-  await page.getByRole('button', { name: /create|new credential/i }).first().click();
-  const form = page.locator('form').filter({ has: page.getByLabel(/name/i) }).last();
-  await form.getByLabel(/name/i).first().fill(name);
-  await pickRole(form, role);
+  await page.getByRole('button', { name: 'New credential' }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.getByLabel('Name').fill(name);
+  // Only roles the admin may grant are offered; all three system roles for an admin.
+  for (const r of ['Organization Admin', 'Deployments Full Access', 'Remote Network Agent']) {
+    assert(await roleBox(dialog, r).count() === 1, `the role picker does not offer ${r}`);
+  }
+  await roleBox(dialog, role).check();
   await shot('credentials-create');
-  await form.getByRole('button', { name: /create/i }).last().click();
+  await dialog.getByRole('button', { name: 'Create credential' }).click();
 
-  const secretEl = page.getByTestId('secret-value');
-  await secretEl.waitFor();
-  const secret = ((await secretEl.inputValue().catch(() => null)) ?? (await secretEl.innerText())).trim();
+  const secret = await shown(dialog.getByTestId('secret-value'));
+  const clientId = await shown(dialog.getByTestId('client-id'));
   assert(secret.length >= 20, `the secret shown is ${secret.length} characters long`);
-  await page.getByTestId('copy-secret').click();
+  await dialog.getByTestId('copy-secret').click();
+  await dialog.getByTestId('copy-secret').filter({ hasText: 'Copied' }).waitFor();
   const copied = await page.evaluate(() => navigator.clipboard.readText());
   assert(copied === secret, 'the clipboard does not hold the secret shown after Copy');
-  await page.getByTestId('copy-secret').filter({ hasText: /copied/i }).or(page.getByText(/copied/i)).first().waitFor();
   await shot('credentials-secret');
   await step('created');
 
-  const listed = await api('GET', '/credentials');
-  const cred = listed.body.find((c) => c.name === name);
-  assert(cred, `no credential ${name} in GET /credentials`);
-  const ok = await tokenWith(cred.clientId, secret);
+  const ok = await tokenWith(clientId, copied);
   assert(ok.status === 200 && ok.token, `a token with the copied secret: ${ok.status} ${ok.error}`);
-  log(`got a token with the new credential ${cred.clientId}`);
+  log(`got a token with the new credential ${clientId}`);
 
-  await page.getByRole('button', { name: /done|close|dismiss/i }).first().click();
-  await secretEl.waitFor({ state: 'detached' });
-  assert(!(await page.locator('body').innerText()).includes(secret), 'the secret is still on the page after closing');
+  await dialog.getByRole('button', { name: 'Done' }).click();
+  await dialog.waitFor({ state: 'detached' });
+  assert(!(await page.locator('body').innerText()).includes(secret), 'the secret is still on the page after closing its dialog');
 
   const row = page.getByTestId('credential-row').filter({ hasText: name });
   await row.waitFor();
-  assert((await row.innerText()).includes(role), `the row of ${name} does not show its role ${role}`);
-  await row.getByRole('button', { name: /revoke|delete/i }).click();
+  const rowText = await row.innerText();
+  assert(rowText.includes(role) && rowText.includes(clientId), `the row of ${name} does not show its client id and role: ${rowText}`);
+  await row.getByRole('button', { name: `Revoke ${name}` }).click();
   await page.getByTestId('confirm-button').waitFor();
   await shot('credentials-revoke-confirm');
   await page.getByTestId('confirm-button').click();
   await row.waitFor({ state: 'detached' });
   await shot('credentials-revoked');
 
-  await until('the revoked secret to stop working', async () => (await tokenWith(cred.clientId, secret)).status === 401);
+  await until('the revoked secret to stop working', async () => (await tokenWith(clientId, copied)).status === 401);
 });
-
-// pickRole selects role in the form's role picker: a checkbox or radio labelled with it, or
-// an option of a select.
-async function pickRole(form, role) {
-  const box = form.getByRole('checkbox', { name: role, exact: true }).or(form.getByRole('radio', { name: role, exact: true }));
-  if (await box.count()) {
-    await box.first().check();
-    return;
-  }
-  const select = form.locator('select');
-  if (await select.count()) {
-    await select.first().selectOption({ label: role });
-    return;
-  }
-  await form.getByRole('combobox').first().click();
-  await form.page().getByRole('option', { name: role, exact: true }).click();
-}

@@ -115,6 +115,25 @@ export async function submit(page) {
   await page.locator('form button[type=submit], form input[type=submit]').first().click();
 }
 
+// signOut signs out through the user menu and waits for the sign-in page.
+export async function signOut(page) {
+  await page.getByTestId('user-menu').click();
+  await page.getByRole('menuitem', { name: /sign out/i }).click();
+  await page.waitForURL(/\/oauth\/authorize/);
+  await page.locator('input[name=login]').waitFor();
+}
+
+// roleBox is the role picker's checkbox of role (its label also lists the role's scopes).
+export function roleBox(scope, role) {
+  return scope.getByRole('checkbox', { name: new RegExp(`^${role.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\b`) });
+}
+
+// shown reads the text of a shown-once value (a secret, a link, a code).
+export async function shown(locator) {
+  await locator.waitFor();
+  return ((await locator.inputValue().catch(() => null)) ?? (await locator.innerText())).trim();
+}
+
 export async function adminSignIn(page, path) {
   await signIn(page, env('SORTIE_ADMIN_LOGIN'), env('SORTIE_ADMIN_PASSWORD'), path);
 }
