@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -230,28 +231,31 @@ func (h *harness) testDeviceLogin(t *testing.T) {
 	cli := filepath.Join(sortie.BinDir, "sortie")
 	configDir := t.TempDir()
 	login := exec.Command(cli, "login", "--addr", h.url, "--config-dir", configDir)
+	// The CLI prints the URL and the code on stderr (stdout stays for -o json|yaml).
+	pr, pw := io.Pipe()
+	login.Stdout, login.Stderr = pw, pw
 	var out syncBuffer
-	login.Stderr = &out
-	stdout, err := login.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := login.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
+	go func() {
+		err := login.Wait()
+		pw.Close()
+		done <- err
+	}()
 	codes := make(chan string, 1)
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		sent := false
+		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			fmt.Fprintln(&out, sc.Text())
-			if c := codeRE.FindString(sc.Text()); c != "" && !sent {
-				codes <- c
-				sent = true
+			if c := codeRE.FindString(sc.Text()); c != "" {
+				select {
+				case codes <- c:
+				default:
+				}
 			}
 		}
-		done <- login.Wait()
 	}()
 	t.Cleanup(func() { _ = login.Process.Kill() })
 	var code string
