@@ -2,8 +2,6 @@
 // profile, sign-in, waits, screenshots, and the step channel to the Go test (a line
 // "@@step NAME" on stdout, answered by a line on stdin).
 import { createRequire } from 'node:module';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -42,35 +40,43 @@ export function log(...args) {
   console.error(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
 }
 
-// scenario launches the browser, runs fn({ context, page, shot }), and exits non-zero with
-// the error, the page's URL and a failure screenshot when fn throws. Console errors and
-// Content-Security-Policy violations of the pages are printed; a CSP violation fails.
+// scenario launches the browser (a fresh profile in a new temporary user-data dir), runs
+// fn({ context, page, shot, person }), and exits non-zero with the error, the page's URL
+// and a failure screenshot when fn throws. person() opens a page in a context of its own,
+// for a second person at another computer. Failed responses and console errors of the pages
+// are printed; a Content-Security-Policy violation or an uncaught error fails the scenario.
 export async function scenario(name, fn) {
-  const profile = await mkdtemp(join(tmpdir(), 'sortie-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
+  const browser = await chromium.launch({
     executablePath: process.env.SORTIE_CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: launchArgs,
-    viewport: { width: 1280, height: 860 },
-    permissions: ['clipboard-read', 'clipboard-write'],
   });
-  context.setDefaultTimeout(waitMs);
   const problems = [];
   const watch = (page) => {
     page.on('console', (m) => {
       if (m.type() !== 'error') return;
       const text = m.text();
+      if (/^Failed to load resource/.test(text)) return; // logged with its URL below
       log(`page console error: ${text}`);
       if (/Content Security Policy/i.test(text)) problems.push(`CSP violation: ${text}`);
+    });
+    page.on('response', (r) => {
+      if (r.status() >= 400) log(`HTTP ${r.status()} ${r.request().method()} ${r.url().split('?')[0]}`);
     });
     page.on('pageerror', (e) => {
       log(`page error: ${e.message}`);
       problems.push(`uncaught error in the page: ${e.message}`);
     });
   };
-  context.on('page', watch);
-  const page = context.pages()[0] ?? (await context.newPage());
-  watch(page);
+  const person = async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base() });
+    context.setDefaultTimeout(waitMs);
+    context.on('page', watch);
+    const page = await context.newPage();
+    return { context, page };
+  };
+  const { context, page } = await person();
   let n = 0;
   const shot = async (label, p = page) => {
     const file = join(env('SORTIE_SCREENSHOT_DIR'), `${label}.png`);
@@ -78,22 +84,22 @@ export async function scenario(name, fn) {
     log(`screenshot ${++n}: ${file} (${p.url()})`);
   };
   let code = 0;
+  let current = page;
   try {
-    await fn({ context, page, shot });
+    await fn({ context, page, shot, person: async () => { const p = await person(); current = p.page; return p; } });
     if (problems.length) throw new Error(problems.join('\n'));
     log(`${name}: passed`);
   } catch (e) {
     code = 1;
-    console.error(`${name}: FAILED at ${page.url()}\n${e.stack || e}`);
+    console.error(`${name}: FAILED at ${current.url()}\n${e.stack || e}`);
     try {
-      await shot(`${name}-failure`);
-      console.error(`page text:\n${(await page.locator('body').innerText()).slice(0, 3000)}`);
+      await shot(`${name}-failure`, current);
+      console.error(`page text:\n${(await current.locator('body').innerText()).slice(0, 3000)}`);
     } catch (e2) {
       console.error(`no failure screenshot: ${e2.message}`);
     }
   } finally {
-    await context.close().catch(() => {});
-    await rm(profile, { recursive: true, force: true });
+    await browser.close().catch(() => {});
   }
   process.exit(code);
 }
