@@ -1,7 +1,7 @@
 // Environments: the admin creates environment B, switches to it and invites a person to B
 // only; the person accepts the invitation in the browser, signs in and sees nothing of the
 // admin's environment A: no agents, deployments, credentials or the environment itself.
-import { scenario, env, base, adminSignIn, signIn, heading, nav, roleBox, shown, assert, log } from './lib.mjs';
+import { scenario, env, base, adminSignIn, signIn, heading, nav, roleBox, shown, sessionCall, assert, log } from './lib.mjs';
 
 const envB = env('ENV_B');
 const email = env('INVITEE_EMAIL');
@@ -81,19 +81,11 @@ await scenario('isolation', async ({ page: admin, shot, person }) => {
   await shot('isolation-credentials', page);
 
   // The server agrees, whatever the page shows: the session's own calls.
-  const calls = await page.evaluate(async () => {
-    const csrf = document.cookie.split('; ').find((c) => c.startsWith('sortie_csrf='))?.slice('sortie_csrf='.length) ?? '';
-    const call = async (proc) => {
-      const r = await fetch(`/sortie.identity.v1.IdentityService/${proc}`, {
-        method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: '{}',
-      });
-      return { status: r.status, body: await r.text() };
-    };
-    return { me: await call('WhoAmI'), creds: await call('ListCredentials') };
-  });
-  assert(calls.me.status === 200 && calls.creds.status === 200, `WhoAmI and ListCredentials as the user of B: ${JSON.stringify(calls)}`);
-  assert(!calls.me.body.includes(env('A_ENV_ID')), `the user of B is in A: ${calls.me.body}`);
-  for (const id of aClientIDs) assert(!calls.creds.body.includes(id), `ListCredentials as the user of B returns A's ${id}`);
+  const me = await sessionCall(page, '/sortie.identity.v1.IdentityService/WhoAmI');
+  const listed = await sessionCall(page, '/sortie.identity.v1.IdentityService/ListCredentials');
+  assert(me.status === 200 && listed.status === 200, `WhoAmI and ListCredentials as the user of B: ${me.status} ${me.text} ${listed.status} ${listed.text}`);
+  assert(!me.text.includes(env('A_ENV_ID')), `the user of B is in A: ${me.text}`);
+  for (const id of aClientIDs) assert(!listed.text.includes(id), `ListCredentials as the user of B returns A's ${id}`);
 
   // An Organization Admin sees the names of the organization's environments, but A is not
   // theirs to open: no Switch in the list or the user menu, and the server refuses it.
@@ -106,13 +98,7 @@ await scenario('isolation', async ({ page: admin, shot, person }) => {
   await page.getByTestId('user-menu').click();
   assert(await page.getByRole('menuitem', { name: /default/ }).count() === 0, 'the user menu offers to switch to A');
   await page.keyboard.press('Escape');
-  const sw = await page.evaluate(async (envId) => {
-    const csrf = document.cookie.split('; ').find((c) => c.startsWith('sortie_csrf='))?.slice('sortie_csrf='.length) ?? '';
-    const r = await fetch('/auth/environment', {
-      method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: JSON.stringify({ envId }),
-    });
-    return r.status;
-  }, env('A_ENV_ID'));
+  const sw = (await sessionCall(page, '/auth/environment', { envId: env('A_ENV_ID') })).status;
   assert(sw === 403, `switching the session of the user of B to A: ${sw}, want 403`);
   await shot('isolation-environments', page);
 });

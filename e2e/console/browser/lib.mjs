@@ -203,6 +203,19 @@ export async function tokenWith(clientId, secret) {
   return { status: res.status, token: body.access_token, error: body.error };
 }
 
+// sessionCall sends a request from the page with its session: the HttpOnly cookie and the
+// CSRF header, as the console does. Connect procedures are "Service/Method" paths.
+export async function sessionCall(page, path, body = {}) {
+  return page.evaluate(async ({ path, body }) => {
+    const csrf = document.cookie.split('; ').find((c) => c.startsWith('sortie_csrf='))?.slice('sortie_csrf='.length) ?? '';
+    const r = await fetch(path, {
+      method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: JSON.stringify(body),
+    });
+    const text = await r.text();
+    return { status: r.status, text, body: text.startsWith('{') ? JSON.parse(text) : null };
+  }, { path, body });
+}
+
 export function assert(cond, message) {
   if (!cond) throw new Error(message);
 }

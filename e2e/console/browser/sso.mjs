@@ -1,7 +1,7 @@
 // SSO: sign in through the external OIDC provider (Hydra with the test's login and consent
 // pages); the person's group maps to a Sortie role, and the console acts on it: deployments
 // are shown, credentials are not theirs to manage.
-import { scenario, env, base, heading, nav, assert } from './lib.mjs';
+import { scenario, env, base, heading, nav, sessionCall, assert } from './lib.mjs';
 
 const inConsole = (u) => u.href.startsWith(base() + '/console/') && !u.pathname.startsWith('/console/callback');
 
@@ -24,6 +24,12 @@ await scenario('sso', async ({ page, shot }) => {
   await page.getByTestId('principal-name').filter({ hasText: env('SSO_EMAIL').toLowerCase() }).waitFor();
   await page.getByTestId('pipeline-row').first().waitFor();
   await shot('sso-signed-in');
+
+  // The session's principal has the mapped role, and only it.
+  const me = await sessionCall(page, '/sortie.identity.v1.IdentityService/WhoAmI');
+  assert(me.status === 200, `WhoAmI with the SSO session: ${me.status} ${me.text}`);
+  const p = me.body.principal;
+  assert(p.type === 'user' && JSON.stringify(p.roles) === JSON.stringify([env('SSO_ROLE')]), `the SSO session's principal: ${me.text}`);
 
   // The mapped role grants deployments, not credentials.
   assert(env('SSO_ROLE') === 'Deployments Full Access', 'the scenario expects the group to map to Deployments Full Access');
