@@ -29,7 +29,7 @@ await scenario('sso', async ({ page, shot }) => {
   const me = await sessionCall(page, '/sortie.identity.v1.IdentityService/WhoAmI');
   assert(me.status === 200, `WhoAmI with the SSO session: ${me.status} ${me.text}`);
   const p = me.body.principal;
-  assert(p.type === 'user' && JSON.stringify(p.roles) === JSON.stringify([env('SSO_ROLE')]), `the SSO session's principal: ${me.text}`);
+  assert(p.type === 'PRINCIPAL_TYPE_USER' && JSON.stringify(p.roles) === JSON.stringify([env('SSO_ROLE')]), `the SSO session's principal: ${me.text}`);
 
   // The mapped role grants deployments, not credentials.
   assert(env('SSO_ROLE') === 'Deployments Full Access', 'the scenario expects the group to map to Deployments Full Access');
