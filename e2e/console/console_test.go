@@ -121,18 +121,25 @@ func TestConsole(t *testing.T) {
 	}
 }
 
-// keyScreenshots are copied into docs/console by -update-screenshots.
-var keyScreenshots = []string{"signin", "agents", "deployment-awaiting-approval", "credentials-secret", "users"}
+// keyScreenshots are copied into docs/console by -update-screenshots: the README's name of
+// each, and the screenshot of the run it is.
+var keyScreenshots = map[string]string{
+	"signin":                       "signin",
+	"agents":                       "agents-second-connected",
+	"deployment-awaiting-approval": "deployment-awaiting-approval",
+	"credentials-secret":           "credentials-secret",
+	"users":                        "users",
+}
 
 func (h *harness) copyKeyScreenshots(t *testing.T) {
 	docs := filepath.Join("..", "..", "docs", "console")
 	if err := os.MkdirAll(docs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range keyScreenshots {
-		data, err := os.ReadFile(filepath.Join(h.shots, name+".png"))
+	for name, shot := range keyScreenshots {
+		data, err := os.ReadFile(filepath.Join(h.shots, shot+".png"))
 		if err != nil {
-			t.Fatalf("key screenshot %s: %v", name, err)
+			t.Fatalf("key screenshot %s: %v", shot, err)
 		}
 		if err := os.WriteFile(filepath.Join(docs, name+".png"), data, 0o644); err != nil {
 			t.Fatal(err)
