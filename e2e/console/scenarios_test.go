@@ -183,7 +183,26 @@ func (h *harness) testDeployments(t *testing.T) {
 	}
 	approve := h.startPipeline(t, canary("web", "console-web", "web:2.0"))
 	abort := h.startPipeline(t, canary("api", "console-api", "api:2.0"))
-	h.script(t, "deployments.mjs", map[string]string{"APPROVE_PIPELINE": approve, "ABORT_PIPELINE": abort}, nil)
+	// The stale page: an approval before the deployment starts (no first version needed),
+	// approved through the API while the console's Abort dialog is open.
+	staleApp := canary("cfg", "console-cfg", "cfg:1.0")
+	staleApp["targets"].(map[string]any)["prod"].(map[string]any)["constraints"] = map[string]any{
+		"beforeDeployment": []any{map[string]any{"pause": map[string]any{"untilApproved": true}}},
+	}
+	stale := h.startPipeline(t, staleApp)
+	h.script(t, "deployments.mjs", map[string]string{"APPROVE_PIPELINE": approve, "ABORT_PIPELINE": abort, "STALE_PIPELINE": stale},
+		map[string]func() error{
+			"approve-behind-the-page": func() error {
+				if status, body := sortie.Call(t, "POST", h.url+"/pipelines/"+stale+"/approve", h.admin, nil); status != 200 {
+					return fmt.Errorf("approve %s through the API: %d %s", stale, status, body)
+				}
+				h.awaitStatus(t, stale, "SUCCEEDED")
+				return nil
+			},
+		})
+	if v := h.pipeline(t, stale); v.Status != "SUCCEEDED" || len(v.Decisions) != 1 || v.Decisions[0].Action != "approve" || v.Decisions[0].Actor.Type == "user" {
+		t.Errorf("the stale page's abort changed pipeline %s: %+v, want SUCCEEDED with the API's approval alone", stale, v)
+	}
 
 	for id, want := range map[string][2]string{approve: {"SUCCEEDED", "approve"}, abort: {"CANCELLED", "abort"}} {
 		v := h.awaitStatus(t, id, want[0])

@@ -1,10 +1,11 @@
 // Deployments: two canaries started through the API; the list filters them; the detail
 // view follows each live to AWAITING_APPROVAL; one is approved in the console (SUCCEEDED),
 // the other aborted (CANCELLED), each after a confirmation, and the history names who.
-import { scenario, env, adminSignIn, heading, statusIs, until, assert } from './lib.mjs';
+import { scenario, env, adminSignIn, heading, statusIs, step, until, assert } from './lib.mjs';
 
 const approveID = env('APPROVE_PIPELINE');
 const abortID = env('ABORT_PIPELINE');
+const staleID = env('STALE_PIPELINE');
 
 await scenario('deployments', async ({ page, shot }) => {
   await adminSignIn(page, '/console/deployments');
@@ -53,4 +54,22 @@ await scenario('deployments', async ({ page, shot }) => {
   };
   await decide(approveID, 'approve-button', 'SUCCEEDED', 'approved');
   await decide(abortID, 'abort-button', 'CANCELLED', 'aborted');
+
+  // A stale page: the pipeline moves on (approved elsewhere) while the Abort dialog is open.
+  // Confirming gets a clear message, the page shows the real state, and nothing changes.
+  await rowOf(staleID).getByRole('link').first().click();
+  await heading(page, 'Deployment of cfg');
+  await statusIs(page, 'AWAITING_APPROVAL');
+  await page.getByTestId('abort-button').click();
+  await page.getByTestId('confirm-button').waitFor();
+  await step('approve-behind-the-page');
+  await page.getByTestId('confirm-button').click();
+  const dialog = page.getByRole('dialog');
+  const message = await dialog.getByTestId('error-message').innerText();
+  assert(message.trim().length > 0, 'aborting a pipeline that moved on shows no message');
+  await shot('deployment-stale-abort');
+  await dialog.getByRole('button', { name: 'Close' }).click();
+  await statusIs(page, 'SUCCEEDED');
+  await page.getByTestId('decision-row').first().waitFor();
+  assert(await page.getByTestId('decision-row').count() === 1, 'the stale abort added a decision');
 });
