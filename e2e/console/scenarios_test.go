@@ -333,3 +333,27 @@ func (h *harness) testIsolation(t *testing.T) {
 		t.Errorf("GET /environments after creating %s in the console: %d %s", envB, status, body)
 	}
 }
+
+// testUserRemoval: a local user (invited and accepted through the API) is signed in; the
+// admin removes them on the Users page; their open console loses its session at once and
+// their password no longer signs in.
+func (h *harness) testUserRemoval(t *testing.T) {
+	const email, password = "rex@example.com", "rex's long enough password"
+	status, body := connect(t, h.url, h.admin, "sortie.identity.v1.IdentityService/CreateInvitation",
+		map[string]any{"email": email, "roles": []string{"Deployments Full Access"}})
+	if status != 200 {
+		t.Fatalf("CreateInvitation: %d %s", status, body)
+	}
+	link := decode[struct{ URL string }](t, body).URL
+	_, token, ok := strings.Cut(link, "#token=")
+	if !ok {
+		t.Fatalf("invitation link %q has no #token=", strings.Split(link, "#")[0])
+	}
+	status, body = connect(t, h.url, "", "sortie.identity.v1.IdentityService/AcceptInvitation",
+		map[string]any{"token": token, "name": "Rex", "password": password})
+	if status != 200 {
+		t.Fatalf("AcceptInvitation: %d %s", status, body)
+	}
+	login := decode[struct{ Login string }](t, body).Login
+	h.script(t, "users.mjs", map[string]string{"REMOVED_LOGIN": login, "REMOVED_PASSWORD": password}, nil)
+}
