@@ -28,7 +28,21 @@ await scenario('signin', async ({ context, page, shot }) => {
   const cookies = (await context.cookies()).map((c) => c.name);
   assert(!cookies.includes('sortie_session'), `a failed sign-in set a session cookie: ${cookies}`);
 
-  await page.locator('input[name=password]').waitFor();
+  // Attempts are rate-limited per login and address: a login that keeps failing is stopped
+  // with its own message (the same whether the login exists or not).
+  const limited = 'Too many sign-in attempts; wait a minute and try again.';
+  let tries = 0;
+  for (; tries < 10; tries++) {
+    await page.locator('input[name=login]').fill('ghost');
+    await page.locator('input[name=password]').fill('still not the password');
+    await submit(page);
+    await page.getByText(generic).or(page.getByText(limited)).first().waitFor();
+    if (await page.getByText(limited).count()) break;
+  }
+  assert(tries >= 2 && tries < 10, `the rate limit stopped "ghost" after ${tries} failures, want after a few (not at once, not never)`);
+  assert(await page.getByText(generic).count() === 0, 'the rate-limited page also shows the wrong-password message');
+  await shot('signin-rate-limited');
+
   await page.locator('input[name=login]').fill(env('SORTIE_ADMIN_LOGIN'));
   await page.locator('input[name=password]').fill(env('SORTIE_ADMIN_PASSWORD'));
   await submit(page);
