@@ -32,9 +32,9 @@ interface Pending {
 }
 
 /**
- * Whether a sign-in redirect happened moments ago: a server that keeps answering
- * Unauthenticated right after a successful sign-in must not send the browser round in
- * circles.
+ * Whether a sign-in finished moments ago (the code was traded for the cookies): a server
+ * that answers Unauthenticated right after that, as when the browser refuses the cookies,
+ * must not send the browser round in circles.
  */
 export function signInLooping(): boolean {
   const last = Number(sessionStorage.getItem(LOOP_KEY) ?? "0");
@@ -45,13 +45,17 @@ export function clearSignInLoop(): void {
   sessionStorage.removeItem(LOOP_KEY);
 }
 
+/** Records that a sign-in has just finished (see signInLooping). */
+export function markSignedIn(): void {
+  sessionStorage.setItem(LOOP_KEY, String(Date.now()));
+}
+
 /** Starts sign-in: remembers where to come back to and goes to the authorization endpoint. */
 export async function startSignIn(returnTo: string): Promise<void> {
   const verifier = randomString(48);
   const state = randomString(16);
   const p: Pending = { verifier, state, returnTo };
   sessionStorage.setItem(KEY, JSON.stringify(p));
-  sessionStorage.setItem(LOOP_KEY, String(Date.now()));
   const q = new URLSearchParams({
     response_type: "code",
     client_id: CLIENT_ID,

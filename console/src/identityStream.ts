@@ -29,6 +29,12 @@ export function useGrantableRoles(): { roles: { name: string; scopes: string[] }
   const [error, setError] = useState<unknown>(null);
   useStream(
     async (signal, live) => {
+      // ListRoles needs manage:credentials; without it there is nothing to grant anyway.
+      if (!s.hasScope("manage:credentials")) {
+        live();
+        setRoles([]);
+        return new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+      }
       try {
         const res = await identity.listRoles({}, { signal });
         live();

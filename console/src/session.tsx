@@ -57,16 +57,10 @@ export function SessionProvider({ children, fallback }: { children: ReactNode; f
     try {
       const res = await identity.whoAmI({});
       if (!res.principal) throw new Error("the server sent no principal");
-      let envs = res.environments;
-      if (envs.length === 0) {
-        // A server that lists no environments in WhoAmI still names them in ListEnvironments.
-        envs = await identity.listEnvironments({}).then(
-          (r) => r.environments.filter((e) => e.id === res.principal?.envId),
-          () => [],
-        );
-      }
+      // WhoAmI names the environments the caller may switch to (a machine's own included), so
+      // a user without manage:tenant still sees the environment's name.
       setPrincipal(res.principal);
-      setEnvironments(envs);
+      setEnvironments(res.environments);
       setBoot({ kind: "ready" });
       clearSignInLoop();
       return true;
@@ -111,6 +105,8 @@ export function SessionProvider({ children, fallback }: { children: ReactNode; f
       },
       signOut: async () => {
         await postAuth("/auth/signout");
+        // Signing in again at once is not a sign-in loop.
+        clearSignInLoop();
         location.assign("/console/");
       },
       recheck: load,

@@ -1,6 +1,6 @@
 import { useEffect, useRef, useState } from "react";
 import { httpMessage } from "../api";
-import { CLIENT_ID, redirectURI, safeReturn, startSignIn, takePending } from "../auth";
+import { CLIENT_ID, markSignedIn, redirectURI, safeReturn, startSignIn, takePending } from "../auth";
 import { Button, ErrorMessage } from "../components/ui";
 import { AuthFrame } from "./AuthFrame";
 
@@ -47,6 +47,7 @@ export function CallbackPage() {
         setError(await httpMessage(res));
         return;
       }
+      markSignedIn();
       location.replace(safeReturn(pending.returnTo));
     })();
   }, []);

@@ -66,4 +66,14 @@ await scenario('signin', async ({ context, page, shot }) => {
     headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf.value }, data: {},
   });
   assert(res.status() === 401, `WhoAmI with the signed-out session's cookies: ${res.status()}, want 401`);
+
+  // Signing in again right after signing out (seconds after the last sign-in) is no sign-in
+  // loop: it lands in the console.
+  await context.clearCookies();
+  await page.goto(base() + '/console/');
+  await page.waitForURL(/\/oauth\/authorize/);
+  await page.locator('input[name=login]').fill(env('SORTIE_ADMIN_LOGIN'));
+  await page.locator('input[name=password]').fill(env('SORTIE_ADMIN_PASSWORD'));
+  await submit(page);
+  await page.getByTestId('principal-name').filter({ hasText: env('SORTIE_ADMIN_LOGIN') }).waitFor();
 });
