@@ -27,7 +27,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -160,7 +159,7 @@ func (h *harness) script(t *testing.T, name string, env map[string]string, steps
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	var out syncBuffer
+	var out sortie.SyncBuffer
 	cmd.Stderr = &out
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -199,23 +198,6 @@ func (h *harness) script(t *testing.T, name string, env map[string]string, steps
 		t.Fatalf("%s failed after %s (%v; step: %v); its output:\n%s", name, time.Since(start).Round(time.Second), err, stepErr, out.String())
 	}
 	t.Logf("%s passed in %s; its output:\n%s", name, time.Since(start).Round(time.Second), out.String())
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // connect calls a Connect procedure with the JSON codec (with no token when tok is empty)

@@ -253,7 +253,7 @@ func (h *harness) testDeviceLogin(t *testing.T) {
 	// The CLI prints the URL and the code on stderr (stdout stays for -o json|yaml).
 	pr, pw := io.Pipe()
 	login.Stdout, login.Stderr = pw, pw
-	var out syncBuffer
+	var out sortie.SyncBuffer
 	if err := login.Start(); err != nil {
 		t.Fatal(err)
 	}

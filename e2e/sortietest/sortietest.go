@@ -55,22 +55,23 @@ func FreeAddr(t testing.TB) string {
 type Process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{}
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that a process writes while a test reads it.
+type SyncBuffer struct {
 	mu  sync.Mutex // guards buf
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -80,7 +81,7 @@ func (b *syncBuffer) String() string {
 // the tail of its output if the test failed.
 func StartProcess(t testing.TB, name, binary string, args ...string) *Process {
 	t.Helper()
-	p := &Process{name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{name: name, out: &SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(BinDir, binary), args...)
 	p.cmd.Env = cleanEnv()
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
