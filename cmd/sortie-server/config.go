@@ -43,7 +43,7 @@ type config struct {
 	PipelineLeaseTTL  time.Duration
 	PipelineResync    time.Duration
 
-	OIDC oidcConfig // single sign-on (sso.go)
+	OIDC identity.SSOConfig // single sign-on (sso.go)
 }
 
 // defaultAudience is the audience Armory clients ask tokens for.

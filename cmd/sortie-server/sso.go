@@ -14,19 +14,6 @@ import (
 	"github.com/sortie-dev/sortie/identity"
 )
 
-// oidcConfig configures single sign-on through an external OIDC provider; Issuer empty
-// means none.
-type oidcConfig struct {
-	Issuer         string
-	ClientID       string
-	ClientSecret   string
-	AllowedDomains []string
-	GroupsClaim    string
-	GroupRoles     []identity.GroupRole
-	Scopes         []string
-	Name           string
-}
-
 // oidcFlags holds the raw values of the --oidc-* flags until they are checked.
 type oidcFlags struct {
 	issuer, clientID, secret, secretFile, domains, claim, groupRoles, scopes, name string
@@ -55,46 +42,46 @@ func roleNames() []string {
 }
 
 // check validates the flags into an oidcConfig.
-func (f *oidcFlags) check() (oidcConfig, error) {
+func (f *oidcFlags) check() (identity.SSOConfig, error) {
 	if f.issuer == "" {
 		if f.clientID != "" || f.secret != "" || f.secretFile != "" || f.groupRoles != "" || f.domains != "" {
-			return oidcConfig{}, errors.New("the --oidc-* flags need --oidc-issuer")
+			return identity.SSOConfig{}, errors.New("the --oidc-* flags need --oidc-issuer")
 		}
-		return oidcConfig{}, nil
+		return identity.SSOConfig{}, nil
 	}
 	u, err := url.Parse(f.issuer)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return oidcConfig{}, fmt.Errorf("--oidc-issuer must be an absolute http(s) URL, got %q", f.issuer)
+		return identity.SSOConfig{}, fmt.Errorf("--oidc-issuer must be an absolute http(s) URL, got %q", f.issuer)
 	}
-	c := oidcConfig{Issuer: f.issuer, ClientID: strings.TrimSpace(f.clientID), GroupsClaim: strings.TrimSpace(f.claim), Name: strings.TrimSpace(f.name)}
+	c := identity.SSOConfig{Issuer: f.issuer, ClientID: strings.TrimSpace(f.clientID), GroupsClaim: strings.TrimSpace(f.claim), Name: strings.TrimSpace(f.name)}
 	if c.ClientID == "" {
-		return oidcConfig{}, errors.New("--oidc-issuer needs --oidc-client-id")
+		return identity.SSOConfig{}, errors.New("--oidc-issuer needs --oidc-client-id")
 	}
 	switch {
 	case f.secret != "" && f.secretFile != "":
-		return oidcConfig{}, errors.New("give --oidc-client-secret or --oidc-client-secret-file, not both")
+		return identity.SSOConfig{}, errors.New("give --oidc-client-secret or --oidc-client-secret-file, not both")
 	case f.secretFile != "":
 		data, err := os.ReadFile(f.secretFile)
 		if err != nil {
-			return oidcConfig{}, fmt.Errorf("--oidc-client-secret-file: %w", err)
+			return identity.SSOConfig{}, fmt.Errorf("--oidc-client-secret-file: %w", err)
 		}
 		c.ClientSecret = strings.TrimSpace(string(data))
 		if c.ClientSecret == "" {
-			return oidcConfig{}, fmt.Errorf("--oidc-client-secret-file: %s is empty", f.secretFile)
+			return identity.SSOConfig{}, fmt.Errorf("--oidc-client-secret-file: %s is empty", f.secretFile)
 		}
 	case f.secret != "":
 		c.ClientSecret = f.secret
 	default:
-		return oidcConfig{}, errors.New("--oidc-issuer needs --oidc-client-secret or --oidc-client-secret-file")
+		return identity.SSOConfig{}, errors.New("--oidc-issuer needs --oidc-client-secret or --oidc-client-secret-file")
 	}
 	if c.GroupsClaim == "" {
-		return oidcConfig{}, errors.New("--oidc-groups-claim must not be empty")
+		return identity.SSOConfig{}, errors.New("--oidc-groups-claim must not be empty")
 	}
 	if c.GroupRoles, err = identity.ParseGroupRoles(f.groupRoles); err != nil {
-		return oidcConfig{}, fmt.Errorf("--oidc-group-roles: %w", err)
+		return identity.SSOConfig{}, fmt.Errorf("--oidc-group-roles: %w", err)
 	}
 	if len(c.GroupRoles) == 0 {
-		return oidcConfig{}, errors.New("--oidc-issuer needs --oidc-group-roles: without a group mapped to a role nobody could sign in")
+		return identity.SSOConfig{}, errors.New("--oidc-issuer needs --oidc-group-roles: without a group mapped to a role nobody could sign in")
 	}
 	for d := range strings.SplitSeq(f.domains, ",") {
 		d = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(d), "@"))
@@ -102,7 +89,7 @@ func (f *oidcFlags) check() (oidcConfig, error) {
 			continue
 		}
 		if strings.ContainsAny(d, "@/ ") || !strings.Contains(d, ".") && d != "localhost" {
-			return oidcConfig{}, fmt.Errorf("--oidc-allowed-domains: %q is not an email domain", d)
+			return identity.SSOConfig{}, fmt.Errorf("--oidc-allowed-domains: %q is not an email domain", d)
 		}
 		c.AllowedDomains = append(c.AllowedDomains, d)
 	}
@@ -117,15 +104,12 @@ func (f *oidcFlags) check() (oidcConfig, error) {
 // ssoOptions returns the gateway option of single sign-on, when configured: it checks the
 // mapping against the store (the mapped environments must exist). The provider itself is
 // contacted on first use, so a provider that is down does not stop the server.
-func ssoOptions(ctx context.Context, log *slog.Logger, id *identity.Service, c oidcConfig, baseURL string) ([]gateway.Option, error) {
+func ssoOptions(ctx context.Context, log *slog.Logger, id *identity.Service, c identity.SSOConfig, baseURL string) ([]gateway.Option, error) {
 	if c.Issuer == "" {
 		return nil, nil
 	}
-	o, err := id.NewSSO(ctx, identity.SSOConfig{
-		Name: c.Name, Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
-		RedirectURL: baseURL + gateway.SSOCallbackPath, Scopes: c.Scopes, AllowedDomains: c.AllowedDomains,
-		GroupsClaim: c.GroupsClaim, GroupRoles: c.GroupRoles,
-	})
+	c.RedirectURL = baseURL + gateway.SSOCallbackPath
+	o, err := id.NewSSO(ctx, c)
 	if err != nil {
 		return nil, err
 	}

@@ -35,21 +35,21 @@ func TestOIDCFlags(t *testing.T) {
 		name    string
 		args    []string
 		env     map[string]string
-		want    oidcConfig
+		want    identity.SSOConfig
 		wantErr string
 	}{
-		{name: "none", args: nil, want: oidcConfig{}},
+		{name: "none", args: nil, want: identity.SSOConfig{}},
 		{name: "full", args: append(base, "--oidc-client-secret-file", secretFile, "--oidc-allowed-domains", " Example.com, @corp.example.org ,",
 			"--oidc-groups-claim", "roles", "--oidc-name", "Okta", "--oidc-scopes", "openid, email,groups",
 			"--oidc-group-roles", "deployers=Deployments Full Access; admins=Organization Admin;qa=staging:Deployments Full Access"),
-			want: oidcConfig{Issuer: "https://idp.example.com", ClientID: "sortie", ClientSecret: "s3cret",
+			want: identity.SSOConfig{Issuer: "https://idp.example.com", ClientID: "sortie", ClientSecret: "s3cret",
 				AllowedDomains: []string{"example.com", "corp.example.org"}, GroupsClaim: "roles", Name: "Okta",
 				Scopes: []string{"openid", "email", "groups"},
 				GroupRoles: []identity.GroupRole{{Group: "deployers", Role: "Deployments Full Access"},
 					{Group: "admins", Role: "Organization Admin"}, {Group: "qa", Env: "staging", Role: "Deployments Full Access"}}}},
 		{name: "from the environment", env: map[string]string{"SORTIE_OIDC_ISSUER": "http://127.0.0.1:4444", "SORTIE_OIDC_CLIENT_ID": "c",
 			"SORTIE_OIDC_CLIENT_SECRET": "s", "SORTIE_OIDC_GROUP_ROLES": "ops=Organization Admin"},
-			want: oidcConfig{Issuer: "http://127.0.0.1:4444", ClientID: "c", ClientSecret: "s", GroupsClaim: "groups",
+			want: identity.SSOConfig{Issuer: "http://127.0.0.1:4444", ClientID: "c", ClientSecret: "s", GroupsClaim: "groups",
 				Scopes: []string{"openid", "email", "profile"}, GroupRoles: []identity.GroupRole{{Group: "ops", Role: "Organization Admin"}}}},
 		{name: "client id without issuer", args: []string{"--oidc-client-id", "x"}, wantErr: "the --oidc-* flags need --oidc-issuer"},
 		{name: "relative issuer", args: []string{"--oidc-issuer", "idp.example.com", "--oidc-client-id", "x"}, wantErr: "--oidc-issuer must be an absolute http(s) URL"},
