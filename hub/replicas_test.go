@@ -98,6 +98,13 @@ func TestReplicas(t *testing.T) {
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("ErrStreamLost after %v", d)
 		}
+		// The hub fails the stream's commands as soon as it starts closing the stream, and
+		// removes its presence just after, so the listings catch up a moment later.
+		for _, h := range []*Hub{a.hub, b.hub} {
+			eventually(t, 5*time.Second, "mute gone from "+h.InstanceID(), func() bool {
+				return len(agentsOf(t, h, tenantA, "mute")) == 0
+			})
+		}
 	})
 
 	t.Run("listings from both replicas", func(t *testing.T) {
