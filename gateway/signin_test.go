@@ -539,7 +539,7 @@ func TestRemovedUserEndsSession(t *testing.T) {
 	c := newConsole(t, ts)
 	c.signIn("ada")
 	c.mustWhoAmI()
-	if err := ts.st.DeleteUser(t.Context(), u.OrgID, u.ID); err != nil {
+	if err := ts.st.DeleteUser(t.Context(), u.OrgID, u.ID, u.Revision); err != nil {
 		t.Fatal(err)
 	}
 	if resp, body := c.whoAmI(c.cookie("sortie_csrf")); resp.StatusCode != http.StatusUnauthorized {

@@ -123,7 +123,9 @@ func (s *Service) ListUsers(ctx context.Context, p Principal) ([]store.User, err
 }
 
 // updateUser applies change to the stored user and writes it back, reading and retrying
-// when another writer got there first. change returns false to leave the user as it is.
+// when another writer got there first. change returns false to leave the user as it is. A
+// user change leaves with no membership is deleted, on the same revision check, so a
+// membership another writer adds meanwhile is never deleted with it.
 func (s *Service) updateUser(ctx context.Context, orgID, id string, change func(*store.User) (bool, error)) (store.User, error) {
 	for attempt := 0; ; attempt++ {
 		u, err := s.st.GetUser(ctx, orgID, id)
@@ -134,8 +136,13 @@ func (s *Service) updateUser(ctx context.Context, orgID, id string, change func(
 		if err != nil || !ok {
 			return u, err
 		}
-		u.UpdatedAt = s.now().UTC()
-		updated, err := s.st.UpdateUser(ctx, u)
+		updated := u
+		if len(u.Memberships) == 0 {
+			err = s.st.DeleteUser(ctx, orgID, id, u.Revision)
+		} else {
+			u.UpdatedAt = s.now().UTC()
+			updated, err = s.st.UpdateUser(ctx, u)
+		}
 		if errors.Is(err, store.ErrStale) && attempt < 5 {
 			continue
 		}
@@ -161,7 +168,6 @@ func (s *Service) RemoveUser(ctx context.Context, p Principal, id string) error 
 	notMember := func(err error) error {
 		return callerError(fmt.Errorf("user %q: %w", id, err), "user %q is not a member of this environment", id)
 	}
-	var left bool
 	u, err := s.updateUser(ctx, p.OrgID, id, func(u *store.User) (bool, error) {
 		m, ok := u.Member(p.EnvID)
 		if !ok {
@@ -171,18 +177,12 @@ func (s *Service) RemoveUser(ctx context.Context, p Principal, id string) error 
 			return false, err
 		}
 		u.Memberships = slices.DeleteFunc(slices.Clone(u.Memberships), func(m store.Membership) bool { return m.EnvID == p.EnvID })
-		left = len(u.Memberships) > 0
 		return true, nil
 	})
 	if err != nil {
 		return notMember(err)
 	}
-	if !left {
-		if err := s.st.DeleteUser(ctx, p.OrgID, id); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-	}
-	s.log.Info("user removed from environment", "tenant", p.Tenant().String(), "user", u.ID, "deleted", !left)
+	s.log.Info("user removed from environment", "tenant", p.Tenant().String(), "user", u.ID, "deleted", len(u.Memberships) == 0)
 	return nil
 }
 
@@ -357,15 +357,32 @@ func (s *Service) AcceptInvitation(ctx context.Context, secret, name, password s
 		return store.User{}, Invitation{}, fmt.Errorf("%w: this is not the password of %s; accepting needs the account's current password", ErrNotPermitted, inv.Email)
 	}
 	// Only one acceptance takes the secret; the others see the link as used.
-	if _, err := s.st.TakeTicket(ctx, store.TicketInviteSecret, secretID); errors.Is(err, store.ErrNotFound) {
+	taken, err := s.st.TakeTicket(ctx, store.TicketInviteSecret, secretID)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.User{}, Invitation{}, errInvitationUsed
 	} else if err != nil {
+		return store.User{}, Invitation{}, err
+	}
+	u, err := s.acceptAs(ctx, inv, isNew, existing, name, hash)
+	if err != nil {
+		// Nothing changed: the link works again (unless it expired meanwhile).
+		if perr := s.st.PutTicket(ctx, taken); perr != nil {
+			s.log.Error("accept invitation: give the link back", "err", perr, "invitation", inv.ID)
+		}
 		return store.User{}, Invitation{}, err
 	}
 	if err := s.st.DeleteTicket(ctx, store.TicketInvitation, invitationTicketID(inv.OrgID, inv.EnvID, inv.ID)); err != nil {
 		s.log.Error("accept invitation: delete invitation", "err", err, "invitation", inv.ID)
 	}
+	s.log.Info("invitation accepted", "tenant", inv.OrgID+"/"+inv.EnvID, "invitation", inv.ID, "user", u.ID, "new", isNew)
+	return u, inv, nil
+}
+
+// acceptAs gives the invitation's membership to a new user (with name and hash) or to the
+// existing one, whose password was checked.
+func (s *Service) acceptAs(ctx context.Context, inv Invitation, isNew bool, existing store.User, name, hash string) (store.User, error) {
 	var u store.User
+	var err error
 	if isNew {
 		now := s.now().UTC()
 		u, err = s.st.CreateUser(ctx, store.User{
@@ -374,19 +391,18 @@ func (s *Service) AcceptInvitation(ctx context.Context, secret, name, password s
 			CreatedAt: now, UpdatedAt: now,
 		})
 		if err != nil {
-			return store.User{}, Invitation{}, callerError(err, "an account named %s was created meanwhile; sign in with it", inv.Email)
+			return store.User{}, callerError(err, "an account named %s was created meanwhile; open the link again and accept with its password", inv.Email)
 		}
-	} else {
-		u, err = s.updateUser(ctx, existing.OrgID, existing.ID, func(u *store.User) (bool, error) {
-			u.Memberships = setMembership(u.Memberships, inv.EnvID, inv.Roles)
-			return true, nil
-		})
-		if err != nil {
-			return store.User{}, Invitation{}, err
-		}
+		return u, nil
 	}
-	s.log.Info("invitation accepted", "tenant", inv.OrgID+"/"+inv.EnvID, "invitation", inv.ID, "user", u.ID, "new", isNew)
-	return u, inv, nil
+	u, err = s.updateUser(ctx, existing.OrgID, existing.ID, func(u *store.User) (bool, error) {
+		u.Memberships = setMembership(u.Memberships, inv.EnvID, inv.Roles)
+		return true, nil
+	})
+	if err != nil {
+		return store.User{}, callerError(err, "the account %s was removed meanwhile; open the link again to create it", inv.Email)
+	}
+	return u, nil
 }
 
 // addCreatorMembership makes the user p an Organization Admin member of envID (a user who

@@ -59,8 +59,10 @@ type Users interface {
 	// the revision moved on, ErrNotFound when the user does not exist. ID, OrgID, Login and
 	// CreatedAt never change.
 	UpdateUser(ctx context.Context, u User) (User, error)
-	// DeleteUser removes the user (freeing the login) or returns ErrNotFound.
-	DeleteUser(ctx context.Context, orgID, id string) error
+	// DeleteUser removes the user (freeing the login) if the stored Revision is revision:
+	// ErrStale when the revision moved on (someone changed the user since the caller read
+	// it), ErrNotFound when the user does not exist.
+	DeleteUser(ctx context.Context, orgID, id string, revision int64) error
 }
 
 // Ticket kinds: short-lived records of the sign-in flows. A kind is a namespace of ids.

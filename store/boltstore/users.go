@@ -149,11 +149,14 @@ func (s *Store) UpdateUser(ctx context.Context, u store.User) (store.User, error
 }
 
 // DeleteUser implements store.Users.
-func (s *Store) DeleteUser(ctx context.Context, orgID, id string) error {
+func (s *Store) DeleteUser(ctx context.Context, orgID, id string, revision int64) error {
 	err := s.update(func(tx *bolt.Tx) error {
 		u, err := getUser(tx, orgID, id)
 		if err != nil {
 			return err
+		}
+		if u.Revision != revision {
+			return fmt.Errorf("revision %d is not the stored %d: %w", revision, u.Revision, store.ErrStale)
 		}
 		if err := usersBucket(tx, orgID).Delete([]byte(id)); err != nil {
 			return err

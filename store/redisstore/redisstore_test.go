@@ -299,7 +299,7 @@ func TestKeyLayout(t *testing.T) {
 	writes = append(writes, err)
 	_, err = s.CreateUser(ctx, store.User{ID: "u3", OrgID: "globex", Login: "carol"})
 	writes = append(writes, err)
-	writes = append(writes, s.DeleteUser(ctx, "globex", "u3"))
+	writes = append(writes, s.DeleteUser(ctx, "globex", "u3", 1))
 	writes = append(writes,
 		s.PutTicket(ctx, store.Ticket{Kind: store.TicketSession, ID: "s}1", ExpiresAt: now.Add(time.Minute)}),
 		s.PutTicket(ctx, store.Ticket{Kind: store.TicketAuthCode, ID: "c1", ExpiresAt: now.Add(time.Minute)}),

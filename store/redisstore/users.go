@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,16 +58,17 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 'ok'
 `
 
-// deleteUserScript removes a user and frees its id and login.
-// KEYS: 1 ids, 2 logins, 3 the organization's users. ARGV: 1 id.
+// deleteUserScript removes a user at the given revision and frees its id and login.
+// KEYS: 1 ids, 2 logins, 3 the organization's users. ARGV: 1 id, 2 revision.
 const deleteUserScript = `
 local cur = redis.call('HGET', KEYS[3], ARGV[1])
-if not cur then return 0 end
+if not cur then return 'not_found' end
 local rec = cjson.decode(cur)
+if rec.revision ~= tonumber(ARGV[2]) then return 'stale' end
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HGET', KEYS[2], rec.login) == ARGV[1] then redis.call('HDEL', KEYS[2], rec.login) end
-return 1
+return 'ok'
 `
 
 // putTicketScript stores a ticket unless a live one has its id, and drops the index entries
@@ -228,16 +230,21 @@ func (s *Store) UpdateUser(ctx context.Context, u store.User) (store.User, error
 }
 
 // DeleteUser implements store.Users.
-func (s *Store) DeleteUser(ctx context.Context, orgID, id string) error {
+func (s *Store) DeleteUser(ctx context.Context, orgID, id string, revision int64) error {
 	op := "delete user " + id
-	deleted, err := deleteUser.Run(ctx, s.rdb, []string{keyUserIDs, keyUserLogins, usersKey(orgID)}, id).Bool()
+	res, err := deleteUser.Run(ctx, s.rdb, []string{keyUserIDs, keyUserLogins, usersKey(orgID)}, id, strconv.FormatInt(revision, 10)).Text()
 	if err != nil {
 		return wrap(op, err)
 	}
-	if !deleted {
+	switch res {
+	case "ok":
+		return nil
+	case "not_found":
 		return wrap(op, store.ErrNotFound)
+	case "stale":
+		return wrap(op, fmt.Errorf("changed since revision %d: %w", revision, store.ErrStale))
 	}
-	return nil
+	return wrap(op, fmt.Errorf("unexpected script reply %q", res))
 }
 
 // decodeTicket builds a ticket from its value and stored expiry; an expired one (by this

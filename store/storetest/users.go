@@ -101,9 +101,10 @@ func testUsers(t *testing.T, s store.Store) {
 			return errOf(s.UpdateUser(ctx, u))
 		}, store.ErrStale},
 		{"delete through another organization", func(ctx context.Context) error {
-			return s.DeleteUser(ctx, "globex", "u-alice")
+			return s.DeleteUser(ctx, "globex", "u-alice", alice.Revision)
 		}, store.ErrNotFound},
-		{"delete missing", func(ctx context.Context) error { return s.DeleteUser(ctx, "acme", "u-nobody") }, store.ErrNotFound},
+		{"delete missing", func(ctx context.Context) error { return s.DeleteUser(ctx, "acme", "u-nobody", 1) }, store.ErrNotFound},
+		{"delete stale", func(ctx context.Context) error { return s.DeleteUser(ctx, "acme", "u-alice", alice.Revision+1) }, store.ErrStale},
 	})
 	t.Run("failed calls change nothing", func(t *testing.T) {
 		diff(t, "ListUsers acme", []store.User{alice, bob}, ok(s.ListUsers(ctx, "acme"))(t))
@@ -140,11 +141,19 @@ func testUsers(t *testing.T, s store.Store) {
 	})
 
 	t.Run("delete frees the login and the id", func(t *testing.T) {
-		must(t, s.DeleteUser(ctx, "acme", "u-bob"))
+		// A delete conditioned on a revision the user has left changes nothing.
+		bob := ok(s.GetUser(ctx, "acme", "u-bob"))(t)
+		read := bob.Revision
+		bob = ok(s.UpdateUser(ctx, bob))(t)
+		if err := s.DeleteUser(ctx, "acme", "u-bob", read); !errors.Is(err, store.ErrStale) {
+			t.Fatalf("DeleteUser at the revision before an update = %v, want ErrStale", err)
+		}
+		diff(t, "GetUser after a stale delete", bob, ok(s.GetUser(ctx, "acme", "u-bob"))(t))
+		must(t, s.DeleteUser(ctx, "acme", "u-bob", bob.Revision))
 		checkErrors(t, []errCase{
 			{"get", func(ctx context.Context) error { return errOf(s.GetUser(ctx, "acme", "u-bob")) }, store.ErrNotFound},
 			{"look up", func(ctx context.Context) error { return errOf(s.LookupUser(ctx, "bob")) }, store.ErrNotFound},
-			{"delete again", func(ctx context.Context) error { return s.DeleteUser(ctx, "acme", "u-bob") }, store.ErrNotFound},
+			{"delete again", func(ctx context.Context) error { return s.DeleteUser(ctx, "acme", "u-bob", bob.Revision) }, store.ErrNotFound},
 		})
 		diff(t, "ListUsers acme", []store.User{alice}, ok(s.ListUsers(ctx, "acme"))(t))
 		// The login in another organization, under another id.
@@ -461,7 +470,7 @@ func writeUsers(t *testing.T, s store.Store) func(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	alice := ok(s.CreateUser(ctx, user("acme", "u-alice", "alice")))(t)
 	gone := ok(s.CreateUser(ctx, user("acme", "u-gone", "gone")))(t)
-	must(t, s.DeleteUser(ctx, "acme", gone.ID))
+	must(t, s.DeleteUser(ctx, "acme", gone.ID, gone.Revision))
 	alice.Name = "Alice A."
 	alice = ok(s.UpdateUser(ctx, alice))(t)
 	session := ticket(store.TicketSession, "s1", "session")
