@@ -162,7 +162,7 @@ func (ts *tokenSource) get(ctx context.Context, renew bool) (string, error) {
 	if ts.cur.ClientSecret == "" {
 		if ts.cur.ClientID == "" { // a person's sign-in (device flow): nothing to renew it with
 			if renew {
-				return "", fmt.Errorf("your sign-in to %s was refused (removed from the environment, or signed out): run 'sortie login'", ts.a.g.addr)
+				return "", fmt.Errorf("your sign-in to %s was refused (removed from the environment, or the password changed): run 'sortie login'", ts.a.g.addr)
 			}
 			return "", fmt.Errorf("your sign-in to %s has expired: run 'sortie login'", ts.a.g.addr)
 		}

@@ -641,6 +641,10 @@ func TestChangePassword(t *testing.T) {
 	if _, err := janeClient.ChangePassword(ctx, connect.NewRequest(&identityv1.ChangePasswordRequest{CurrentPassword: "correct horse battery", NewPassword: newPassword})); err != nil {
 		t.Fatalf("change password: %v", err)
 	}
+	// The bearer token that changed it (as a 'sortie login' holds) was issued before the
+	// change, so it ends with it.
+	_, err = janeClient.WhoAmI(ctx, connect.NewRequest(&identityv1.WhoAmIRequest{}))
+	wantCode(t, "a bearer token issued before the change", err, connect.CodeUnauthenticated, "issued before the password changed")
 	c := newConsole(t, ts)
 	_, challenge := pkcePair()
 	if resp, body := c.submit(c.openSignIn(challenge), "jane@example.com", newPassword); resp.StatusCode != http.StatusSeeOther {

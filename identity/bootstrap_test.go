@@ -143,7 +143,7 @@ func TestBootstrap(t *testing.T) {
 			wantPrincipal := identity.Principal{
 				Type: identity.PrincipalMachine, Subject: admin.ClientID, Name: "admin",
 				OrgID: admin.OrgID, OrgName: "default", EnvID: admin.EnvID,
-				Roles: []string{identity.RoleOrganizationAdmin}, Scopes: allScopes, ExpiresAt: t0.Add(testTTL),
+				Roles: []string{identity.RoleOrganizationAdmin}, Scopes: allScopes, ExpiresAt: t0.Add(testTTL), IssuedAt: t0,
 			}
 			if diff := cmp.Diff(wantPrincipal, got, equateEmpty); diff != "" {
 				t.Errorf("principal mismatch (-want +got):\n%s", diff)

@@ -172,6 +172,7 @@ func (fx *fixture) adminPrincipal() identity.Principal {
 		Roles:     []string{identity.RoleOrganizationAdmin},
 		Scopes:    allScopes,
 		ExpiresAt: t0.Add(testTTL),
+		IssuedAt:  t0,
 	}
 }
 

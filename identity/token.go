@@ -41,8 +41,9 @@ type Principal struct {
 	Roles   []string
 	Scopes  []string
 	// ExpiresAt is when the token that proved this principal expires; long-lived streams end
-	// then.
+	// then. IssuedAt is when it was issued (whole seconds).
 	ExpiresAt time.Time
+	IssuedAt  time.Time
 	// SessionID and CSRF are the console session of a user token (claims sid and csrf);
 	// empty for machines and bearer user tokens.
 	SessionID string
@@ -183,7 +184,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	return Principal{
 		Type: pc.Type, Subject: c.Subject, Name: pc.Name,
 		OrgID: pc.OrgID, OrgName: pc.OrgName, EnvID: pc.EnvID,
-		Roles: pc.Roles, Scopes: parseScopeParam(c.Scope), ExpiresAt: c.Expiry.Time(),
+		Roles: pc.Roles, Scopes: parseScopeParam(c.Scope), ExpiresAt: c.Expiry.Time(), IssuedAt: c.IssuedAt.Time(),
 		SessionID: c.SessionID, CSRF: c.CSRF,
 	}, nil
 }

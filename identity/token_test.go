@@ -671,7 +671,7 @@ func fuzzVerifier(tb testing.TB) (svc *identity.Service, raw string, want identi
 		tb.Fatalf("Sign: %v", err)
 	}
 	want = fuzzPrincipal
-	want.ExpiresAt = issued.Add(testTTL)
+	want.ExpiresAt, want.IssuedAt = issued.Add(testTTL), issued
 	return svc, raw, want
 }
 

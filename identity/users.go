@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -16,10 +17,15 @@ import (
 // membership of the token's environment or its console session no longer exists.
 var ErrUserGone = errors.New("the user or session no longer exists")
 
+// ErrTokenEnded is returned (wrapped, with ErrInvalidToken) for a bearer user token issued
+// before the user's password changed.
+var ErrTokenEnded = errors.New("the token was issued before the password changed; sign in again")
+
 // recheckUser is Recheck for a user token: the user is read from the store every time (no
 // cache, so removing a user or a membership takes effect at once), the token's environment
 // must still be one of the user's, the roles and scopes are the membership's current ones,
-// and a console session token needs its live session.
+// a console session token needs its live session, and a bearer one must be newer than the
+// user's last password change.
 func (s *Service) recheckUser(ctx context.Context, p Principal) (Principal, error) {
 	u, err := s.st.GetUser(ctx, p.OrgID, p.Subject)
 	if errors.Is(err, store.ErrNotFound) {
@@ -36,6 +42,8 @@ func (s *Service) recheckUser(ctx context.Context, p Principal) (Principal, erro
 		if _, err := s.liveSession(ctx, p.SessionID, u); err != nil {
 			return Principal{}, err
 		}
+	} else if p.IssuedAt.Before(u.TokensNotBefore) {
+		return Principal{}, fmt.Errorf("%w: %w", ErrInvalidToken, ErrTokenEnded)
 	}
 	p.Name = u.Login
 	p.Roles = slices.Clone(m.Roles)
@@ -104,7 +112,8 @@ func checkLogin(verr *ValidationError, field, login string) {
 // wrong current password is a ValidationError on currentPassword (and counts as a failed
 // sign-in, so guessing through it is rate-limited too); a new password that is too short is
 // one on newPassword. Machines, and users who sign in only through the external provider,
-// have no password to change. The user's other console sessions end with the change.
+// have no password to change. The user's other console sessions and bearer tokens (the
+// device grant's, which the CLI holds) end with the change.
 func (s *Service) ChangePassword(ctx context.Context, p Principal, current, newPassword string) error {
 	if p.Type != PrincipalUser {
 		return &CallerError{Message: "only a user has a password; machine credentials have secrets", Kind: store.ErrNotFound}
@@ -140,14 +149,17 @@ func (s *Service) ChangePassword(ctx context.Context, p Principal, current, newP
 	}
 	u.PasswordHash = hash
 	u.UpdatedAt = s.now().UTC()
+	// Tokens carry their issue time in whole seconds: starting at the next one ends every
+	// token issued so far, at the price of refusing one issued in the rest of this second.
+	u.TokensNotBefore = u.UpdatedAt.Truncate(time.Second).Add(time.Second)
 	if _, err := s.st.UpdateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrStale) {
 			return &CallerError{Message: "your account changed meanwhile; try again", Kind: store.ErrConflict}
 		}
 		return callerError(err, "your user no longer exists")
 	}
-	// Whoever else knew the old password is signed out of the console at once; the caller's
-	// own session goes on.
+	// Whoever else knew the old password is signed out of the console at once (and of the
+	// CLI, by TokensNotBefore); the caller's own session goes on.
 	if err := s.endOtherSessions(ctx, u, p.SessionID); err != nil {
 		return fmt.Errorf("the password is changed, but other sessions could not be ended: %w", err)
 	}

@@ -187,8 +187,17 @@ func TestChangePassword(t *testing.T) {
 	if _, err := fx.svc.RenewSession(t.Context(), sessions[1]); !errors.Is(err, identity.ErrInvalidToken) {
 		t.Errorf("another session after the password change: %v, want it ended", err)
 	}
+	// The bearer token (the CLI's, from the device grant) issued before the change ends too;
+	// one issued after it works.
+	if _, err := fx.svc.Verify(t.Context(), tok.Token); !errors.Is(err, identity.ErrTokenEnded) || !errors.Is(err, identity.ErrInvalidToken) {
+		t.Errorf("a bearer token issued before the password change: %v, want ErrTokenEnded", err)
+	}
+	fx.clock.Advance(time.Second)
+	if tok, err = fx.svc.IssueUserToken(t.Context(), u, fx.org.Environment.ID, nil); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := fx.svc.Verify(t.Context(), tok.Token); err != nil {
-		t.Errorf("a bearer token without a session after the password change: %v", err)
+		t.Errorf("a bearer token issued after the password change: %v", err)
 	}
 	if _, err := fx.svc.CheckPassword(t.Context(), "ada", userPassword, testAddr); !errors.Is(err, identity.ErrWrongPassword) {
 		t.Errorf("old password after the change: %v", err)

@@ -21,6 +21,9 @@ type User struct {
 	// empty for a local user.
 	External    string
 	Memberships []Membership // ordered by EnvID, at most one per environment
+	// TokensNotBefore ends the user's bearer tokens (the device grant's, which have no
+	// session) issued before it; a password change sets it. Zero: none ended.
+	TokensNotBefore time.Time
 	// Revision increases by one on every write; UpdateUser is conditioned on it.
 	Revision  int64
 	CreatedAt time.Time
@@ -54,7 +57,8 @@ type Users interface {
 	LookupUser(ctx context.Context, login string) (User, error)
 	// ListUsers returns the organization's users ordered by Login.
 	ListUsers(ctx context.Context, orgID string) ([]User, error)
-	// UpdateUser replaces Name, PasswordHash, External, Memberships and UpdatedAt if the
+	// UpdateUser replaces Name, PasswordHash, External, Memberships, TokensNotBefore and
+	// UpdatedAt if the
 	// stored Revision is u.Revision, and returns the user with its new Revision. ErrStale when
 	// the revision moved on, ErrNotFound when the user does not exist. ID, OrgID, Login and
 	// CreatedAt never change.

@@ -119,9 +119,11 @@ func testUsers(t *testing.T, s store.Store) {
 		u.Login, u.CreatedAt = "mallory", at(time.Hour) // never change
 		u.Name, u.PasswordHash, u.External = "Alice A.", "", "https://idp.test alice-sub"
 		u.Memberships = []store.Membership{{EnvID: "qa", Roles: []string{"admin"}}, {EnvID: "dev"}}
+		u.TokensNotBefore = at(30 * time.Second)
 		u.UpdatedAt = at(time.Minute)
 		want := alice
 		want.Name, want.PasswordHash, want.External = u.Name, u.PasswordHash, u.External
+		want.TokensNotBefore = u.TokensNotBefore
 		want.Memberships = []store.Membership{{EnvID: "dev"}, {EnvID: "qa", Roles: []string{"admin"}}}
 		want.UpdatedAt, want.Revision = at(time.Minute), 2
 		diff(t, "UpdateUser", want, ok(s.UpdateUser(ctx, u))(t))

@@ -21,7 +21,7 @@ export function ChangePasswordDialog({ open, onClose }: { open: boolean; onClose
     <Modal open={open} onClose={close} title="Change password">
       {done ? (
         <>
-          <Notice>Your password was changed.</Notice>
+          <Notice>Your password was changed. Your other console sessions and the terminals signed in with <code>sortie login</code> are signed out.</Notice>
           <div className="mt-6 flex justify-end">
             <Button onClick={close}>Close</Button>
           </div>

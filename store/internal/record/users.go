@@ -24,9 +24,11 @@ type user struct {
 	PasswordHash string       `json:"password_hash,omitempty"`
 	External     string       `json:"external,omitempty"`
 	Memberships  []membership `json:"memberships"`
-	Revision     int64        `json:"revision"`
-	CreatedAt    time.Time    `json:"created_at"`
-	UpdatedAt    time.Time    `json:"updated_at"`
+	// TokensNotBefore is absent in records written before it existed.
+	TokensNotBefore time.Time `json:"tokens_not_before,omitzero"`
+	Revision        int64     `json:"revision"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
 }
 
 type ticket struct {
@@ -85,16 +87,17 @@ func EncodeUser(u store.User) ([]byte, error) {
 	}
 	slices.SortFunc(ms, func(a, b membership) int { return strings.Compare(a.EnvID, b.EnvID) })
 	return json.Marshal(user{
-		ID:           u.ID,
-		OrgID:        u.OrgID,
-		Login:        u.Login,
-		Name:         u.Name,
-		PasswordHash: u.PasswordHash,
-		External:     u.External,
-		Memberships:  ms,
-		Revision:     u.Revision,
-		CreatedAt:    u.CreatedAt.UTC(),
-		UpdatedAt:    u.UpdatedAt.UTC(),
+		ID:              u.ID,
+		OrgID:           u.OrgID,
+		Login:           u.Login,
+		Name:            u.Name,
+		PasswordHash:    u.PasswordHash,
+		External:        u.External,
+		Memberships:     ms,
+		TokensNotBefore: u.TokensNotBefore.UTC(),
+		Revision:        u.Revision,
+		CreatedAt:       u.CreatedAt.UTC(),
+		UpdatedAt:       u.UpdatedAt.UTC(),
 	})
 }
 
@@ -109,16 +112,17 @@ func DecodeUser(b []byte) (store.User, error) {
 		ms = append(ms, store.Membership{EnvID: m.EnvID, Roles: m.Roles})
 	}
 	return store.User{
-		ID:           r.ID,
-		OrgID:        r.OrgID,
-		Login:        r.Login,
-		Name:         r.Name,
-		PasswordHash: r.PasswordHash,
-		External:     r.External,
-		Memberships:  ms,
-		Revision:     r.Revision,
-		CreatedAt:    r.CreatedAt,
-		UpdatedAt:    r.UpdatedAt,
+		ID:              r.ID,
+		OrgID:           r.OrgID,
+		Login:           r.Login,
+		Name:            r.Name,
+		PasswordHash:    r.PasswordHash,
+		External:        r.External,
+		Memberships:     ms,
+		TokensNotBefore: r.TokensNotBefore,
+		Revision:        r.Revision,
+		CreatedAt:       r.CreatedAt,
+		UpdatedAt:       r.UpdatedAt,
 	}, nil
 }
 
@@ -129,6 +133,7 @@ func UpdatedUser(stored, u store.User) store.User {
 	stored.PasswordHash = u.PasswordHash
 	stored.External = u.External
 	stored.Memberships = u.Memberships
+	stored.TokensNotBefore = u.TokensNotBefore
 	stored.UpdatedAt = u.UpdatedAt
 	stored.Revision++
 	return stored
