@@ -1,7 +1,36 @@
 // The console's building blocks: Tailwind classes over Headless UI's accessible dialog.
-import { useEffect, useState, type ButtonHTMLAttributes, type ReactNode } from "react";
+import { useEffect, useState, type ButtonHTMLAttributes, type FormEvent, type ReactNode } from "react";
 import { Dialog, DialogPanel, DialogTitle } from "@headlessui/react";
 import { errorText } from "../api";
+
+/**
+ * The state of a button or form that runs action: busy while it runs, and what it threw (an
+ * Error for a problem with the input, or the server's error) until the next run or clear.
+ */
+export function useAction<A extends unknown[]>(action: (...args: A) => Promise<void>) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const run = async (...args: A) => {
+    setError(null);
+    setBusy(true);
+    try {
+      await action(...args);
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { busy, error, run, clear: () => setError(null) };
+}
+
+/** A form's onSubmit that runs run instead of navigating. */
+export function submitting(run: () => Promise<void>) {
+  return (e: FormEvent) => {
+    e.preventDefault();
+    void run();
+  };
+}
 
 type Variant = "primary" | "secondary" | "danger" | "ghost" | "danger-ghost";
 
@@ -39,6 +68,53 @@ export function PageHeader({ title, description, actions }: { title: string; des
       </div>
       {actions && <div className="flex shrink-0 items-center gap-2">{actions}</div>}
     </div>
+  );
+}
+
+/**
+ * The header of a live page: its title, the stream's state, the main action (for those
+ * whose roles allow it; false otherwise) and the stream's error under it.
+ */
+export function LivePageHeader({
+  title,
+  description,
+  reconnecting,
+  error,
+  action,
+}: {
+  title: string;
+  description?: ReactNode;
+  reconnecting: boolean;
+  error: unknown;
+  action?: { label: string; onClick: () => void } | false;
+}) {
+  return (
+    <>
+      <PageHeader
+        title={title}
+        description={description}
+        actions={
+          <>
+            <StreamIndicator reconnecting={reconnecting} />
+            {action && (
+              <Button variant="primary" onClick={action.onClick}>
+                {action.label}
+              </Button>
+            )}
+          </>
+        }
+      />
+      <ErrorMessage error={error} className="mb-4" />
+    </>
+  );
+}
+
+/** What a page shows instead of its content to a principal whose roles cannot use it. */
+export function NotPermitted({ title, children }: { title: string; children: ReactNode }) {
+  return (
+    <Card>
+      <EmptyState title={title}>{children}</EmptyState>
+    </Card>
   );
 }
 
@@ -189,39 +265,88 @@ export function Confirm({
   danger?: boolean;
   action: () => Promise<void>;
 }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const act = useAction(async () => {
+    await action();
+    close();
+  });
   const close = () => {
-    setError(null);
+    act.clear();
     onClose();
   };
   return (
     <Modal open={open} onClose={close} title={title}>
       <div className="text-sm text-slate-600">{children}</div>
-      <ErrorMessage error={error} className="mt-4" />
+      <ErrorMessage error={act.error} className="mt-4" />
       <div className="mt-6 flex justify-end gap-2">
-        <Button onClick={close}>{error ? "Close" : "Cancel"}</Button>
-        {!error && (
-          <Button
-            data-testid="confirm-button"
-            variant={danger ? "danger" : "primary"}
-            disabled={busy}
-            onClick={async () => {
-              setBusy(true);
-              try {
-                await action();
-                close();
-              } catch (err) {
-                setError(err);
-              } finally {
-                setBusy(false);
-              }
-            }}
-          >
+        <Button onClick={close}>{act.error ? "Close" : "Cancel"}</Button>
+        {!act.error && (
+          <Button data-testid="confirm-button" variant={danger ? "danger" : "primary"} disabled={act.busy} onClick={() => void act.run()}>
             {confirmLabel}
           </Button>
         )}
       </div>
+    </Modal>
+  );
+}
+
+/**
+ * A dialog whose form creates something the server shows only once (a secret, a link).
+ * create runs on submit: what it throws (an Error for a problem with the form, or the
+ * server's error) is shown and the form stays; what it returns replaces the form, shown by
+ * shown, with a Done button. reset clears the form's fields when the dialog closes.
+ */
+export function CreateDialog<T>({
+  open,
+  onClose,
+  title,
+  createdTitle,
+  submitLabel,
+  create,
+  shown,
+  reset,
+  children,
+}: {
+  open: boolean;
+  onClose: () => void;
+  title: string;
+  createdTitle: string;
+  submitLabel: string;
+  create: () => Promise<T>;
+  shown: (created: T) => ReactNode;
+  reset: () => void;
+  children: ReactNode;
+}) {
+  const [created, setCreated] = useState<{ value: T } | null>(null);
+  const submit = useAction(async () => setCreated({ value: await create() }));
+  const close = () => {
+    reset();
+    submit.clear();
+    setCreated(null);
+    onClose();
+  };
+  return (
+    <Modal open={open} onClose={close} title={created ? createdTitle : title}>
+      {created ? (
+        <div className="space-y-4">
+          {shown(created.value)}
+          <div className="flex justify-end">
+            <Button variant="primary" onClick={close}>
+              Done
+            </Button>
+          </div>
+        </div>
+      ) : (
+        <form className="space-y-4" onSubmit={submitting(submit.run)}>
+          {children}
+          <ErrorMessage error={submit.error} />
+          <div className="flex justify-end gap-2">
+            <Button onClick={close}>Cancel</Button>
+            <Button type="submit" variant="primary" disabled={submit.busy}>
+              {submitLabel}
+            </Button>
+          </div>
+        </form>
+      )}
     </Modal>
   );
 }

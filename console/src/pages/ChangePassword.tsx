@@ -1,19 +1,23 @@
 import { useState } from "react";
 import { identity } from "../api";
-import { Button, ErrorMessage, Field, Modal, Notice, inputClass } from "../components/ui";
+import { Button, ErrorMessage, Field, Modal, Notice, inputClass, submitting, useAction } from "../components/ui";
 
 export function ChangePasswordDialog({ open, onClose }: { open: boolean; onClose: () => void }) {
   const [current, setCurrent] = useState("");
   const [next, setNext] = useState("");
   const [repeat, setRepeat] = useState("");
-  const [error, setError] = useState<unknown>(null);
   const [done, setDone] = useState(false);
-  const [busy, setBusy] = useState(false);
+  const change = useAction(async () => {
+    if (next.length < 12) throw new Error("The new password must have at least 12 characters.");
+    if (next !== repeat) throw new Error("The new passwords differ.");
+    await identity.changePassword({ currentPassword: current, newPassword: next });
+    setDone(true);
+  });
   const close = () => {
     setCurrent("");
     setNext("");
     setRepeat("");
-    setError(null);
+    change.clear();
     setDone(false);
     onClose();
   };
@@ -27,24 +31,7 @@ export function ChangePasswordDialog({ open, onClose }: { open: boolean; onClose
           </div>
         </>
       ) : (
-        <form
-          className="space-y-4"
-          onSubmit={async (e) => {
-            e.preventDefault();
-            setError(null);
-            if (next.length < 12) return setError("The new password must have at least 12 characters.");
-            if (next !== repeat) return setError("The new passwords differ.");
-            setBusy(true);
-            try {
-              await identity.changePassword({ currentPassword: current, newPassword: next });
-              setDone(true);
-            } catch (err) {
-              setError(err);
-            } finally {
-              setBusy(false);
-            }
-          }}
-        >
+        <form className="space-y-4" onSubmit={submitting(change.run)}>
           <Field label="Current password">
             <input type="password" autoComplete="current-password" className={inputClass} value={current} onChange={(e) => setCurrent(e.target.value)} required />
           </Field>
@@ -54,10 +41,10 @@ export function ChangePasswordDialog({ open, onClose }: { open: boolean; onClose
           <Field label="Repeat the new password">
             <input type="password" autoComplete="new-password" className={inputClass} value={repeat} onChange={(e) => setRepeat(e.target.value)} required />
           </Field>
-          <ErrorMessage error={error} />
+          <ErrorMessage error={change.error} />
           <div className="flex justify-end gap-2">
             <Button onClick={close}>Cancel</Button>
-            <Button type="submit" variant="primary" disabled={busy}>
+            <Button type="submit" variant="primary" disabled={change.busy}>
               Change password
             </Button>
           </div>

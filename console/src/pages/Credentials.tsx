@@ -3,7 +3,7 @@ import { identity } from "../api";
 import { useSession } from "../session";
 import { useGrantableRoles, useIdentity } from "../identityStream";
 import type { Credential } from "../gen/sortie/identity/v1/identity_pb";
-import { Button, Card, Confirm, EmptyState, ErrorMessage, Field, Modal, PageHeader, RolePicker, SecretBox, StreamIndicator, Table, Tag, inputClass, td } from "../components/ui";
+import { Button, Card, Confirm, CreateDialog, EmptyState, ErrorMessage, Field, LivePageHeader, NotPermitted, RolePicker, SecretBox, Table, Tag, inputClass, td } from "../components/ui";
 import { when } from "../time";
 
 export function CredentialsPage() {
@@ -16,25 +16,15 @@ export function CredentialsPage() {
 
   return (
     <>
-      <PageHeader
+      <LivePageHeader
         title="Credentials"
         description="Machine credentials of this environment: client id and secret for the client credentials grant (CI pipelines, agents, the CLI)."
-        actions={
-          <>
-            <StreamIndicator reconnecting={reconnecting} />
-            {allowed && (
-              <Button variant="primary" onClick={() => setCreating(true)}>
-                New credential
-              </Button>
-            )}
-          </>
-        }
+        reconnecting={reconnecting}
+        error={error}
+        action={allowed && { label: "New credential", onClick: () => setCreating(true) }}
       />
-      <ErrorMessage error={error} className="mb-4" />
       {!allowed ? (
-        <Card>
-          <EmptyState title="Your roles cannot manage credentials">Managing credentials needs the manage:credentials scope.</EmptyState>
-        </Card>
+        <NotPermitted title="Your roles cannot manage credentials">Managing credentials needs the manage:credentials scope.</NotPermitted>
       ) : (
         <Card>
           {snapshot === null ? (
@@ -87,20 +77,25 @@ function CreateCredential({ open, onClose }: { open: boolean; onClose: () => voi
   const { roles, error: rolesError } = useGrantableRoles();
   const [name, setName] = useState("");
   const [picked, setPicked] = useState<string[]>([]);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const [created, setCreated] = useState<{ clientId: string; secret: string } | null>(null);
-  const close = () => {
-    setName("");
-    setPicked([]);
-    setError(null);
-    setCreated(null);
-    onClose();
-  };
   return (
-    <Modal open={open} onClose={close} title={created ? "Credential created" : "New credential"}>
-      {created ? (
-        <div className="space-y-4">
+    <CreateDialog
+      open={open}
+      onClose={onClose}
+      title="New credential"
+      createdTitle="Credential created"
+      submitLabel="Create credential"
+      reset={() => {
+        setName("");
+        setPicked([]);
+      }}
+      create={async () => {
+        if (!name.trim()) throw new Error("Give the credential a name.");
+        if (picked.length === 0) throw new Error("Pick at least one role.");
+        const res = await identity.createCredential({ name: name.trim(), roles: picked });
+        return { clientId: res.credential?.clientId ?? "", secret: res.clientSecret };
+      }}
+      shown={(created) => (
+        <>
           <p className="text-sm text-slate-600">Copy the secret now: it is shown only this once.</p>
           <Field label="Client id">
             <code data-testid="client-id" className="font-mono text-sm">
@@ -113,45 +108,14 @@ function CreateCredential({ open, onClose }: { open: boolean; onClose: () => voi
               <SecretBox value={created.secret} testid="secret-value" copyTestid="copy-secret" />
             </div>
           </div>
-          <div className="flex justify-end">
-            <Button variant="primary" onClick={close}>
-              Done
-            </Button>
-          </div>
-        </div>
-      ) : (
-        <form
-          className="space-y-4"
-          onSubmit={async (e) => {
-            e.preventDefault();
-            setError(null);
-            if (!name.trim()) return setError("Give the credential a name.");
-            if (picked.length === 0) return setError("Pick at least one role.");
-            setBusy(true);
-            try {
-              const res = await identity.createCredential({ name: name.trim(), roles: picked });
-              setCreated({ clientId: res.credential?.clientId ?? "", secret: res.clientSecret });
-            } catch (err) {
-              setError(err);
-            } finally {
-              setBusy(false);
-            }
-          }}
-        >
-          <Field label="Name">
-            <input className={inputClass} value={name} onChange={(e) => setName(e.target.value)} placeholder="ci-pipeline" autoFocus />
-          </Field>
-          <ErrorMessage error={rolesError} />
-          <RolePicker roles={roles} value={picked} onChange={setPicked} />
-          <ErrorMessage error={error} />
-          <div className="flex justify-end gap-2">
-            <Button onClick={close}>Cancel</Button>
-            <Button type="submit" variant="primary" disabled={busy}>
-              Create credential
-            </Button>
-          </div>
-        </form>
+        </>
       )}
-    </Modal>
+    >
+      <Field label="Name">
+        <input className={inputClass} value={name} onChange={(e) => setName(e.target.value)} placeholder="ci-pipeline" autoFocus />
+      </Field>
+      <ErrorMessage error={rolesError} />
+      <RolePicker roles={roles} value={picked} onChange={setPicked} />
+    </CreateDialog>
   );
 }

@@ -3,31 +3,21 @@ import { useSearchParams } from "react-router";
 import { identity } from "../api";
 import { useSession } from "../session";
 import { normaliseUserCode } from "../devicecode";
-import { Button, Card, ErrorMessage, Field, Notice, PageHeader, inputClass } from "../components/ui";
+import { Button, Card, ErrorMessage, Field, Notice, PageHeader, inputClass, useAction } from "../components/ui";
 
 export function DevicePage() {
   const s = useSession();
   const [params] = useSearchParams();
   const [code, setCode] = useState(normaliseUserCode(params.get("user_code") ?? ""));
   const [env, setEnv] = useState(s.principal.envId);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
   const [done, setDone] = useState<"approved" | "denied" | null>(null);
   const envs = s.environments.length ? s.environments : [];
 
-  const answer = async (deny: boolean) => {
-    setError(null);
-    if (!/^[A-Z0-9]{4}-[A-Z0-9]{4}$/.test(code)) return setError("Enter the code the terminal shows, like ABCD-EFGH.");
-    setBusy(true);
-    try {
-      await identity.approveDevice({ userCode: code, envId: env, deny });
-      setDone(deny ? "denied" : "approved");
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+  const answer = useAction(async (deny: boolean) => {
+    if (!/^[A-Z0-9]{4}-[A-Z0-9]{4}$/.test(code)) throw new Error("Enter the code the terminal shows, like ABCD-EFGH.");
+    await identity.approveDevice({ userCode: code, envId: env, deny });
+    setDone(deny ? "denied" : "approved");
+  });
 
   return (
     <>
@@ -68,12 +58,12 @@ export function DevicePage() {
                 </Field>
               )}
               {envs.length <= 1 && <p className="text-sm text-slate-600">Environment: <strong>{s.envName}</strong></p>}
-              <ErrorMessage error={error} />
+              <ErrorMessage error={answer.error} />
               <div className="flex justify-end gap-2">
-                <Button disabled={busy} onClick={() => answer(true)}>
+                <Button disabled={answer.busy} onClick={() => void answer.run(true)}>
                   Deny
                 </Button>
-                <Button variant="primary" disabled={busy} onClick={() => answer(false)}>
+                <Button variant="primary" disabled={answer.busy} onClick={() => void answer.run(false)}>
                   Approve
                 </Button>
               </div>

@@ -2,7 +2,7 @@ import { useState } from "react";
 import { identity } from "../api";
 import { useSession } from "../session";
 import { useIdentity } from "../identityStream";
-import { Button, Card, EmptyState, ErrorMessage, Field, Modal, PageHeader, SecretBox, StreamIndicator, Table, inputClass, td } from "../components/ui";
+import { Button, Card, CreateDialog, EmptyState, ErrorMessage, Field, LivePageHeader, SecretBox, Table, inputClass, td } from "../components/ui";
 import { when } from "../time";
 
 export function EnvironmentsPage() {
@@ -15,21 +15,13 @@ export function EnvironmentsPage() {
 
   return (
     <>
-      <PageHeader
+      <LivePageHeader
         title="Environments"
         description={`Environments of ${s.principal.orgName}. Agents, deployments, credentials and users belong to one environment.`}
-        actions={
-          <>
-            <StreamIndicator reconnecting={reconnecting} />
-            {s.hasScope("manage:tenant") && (
-              <Button variant="primary" onClick={() => setCreating(true)}>
-                New environment
-              </Button>
-            )}
-          </>
-        }
+        reconnecting={reconnecting}
+        error={error}
+        action={s.hasScope("manage:tenant") && { label: "New environment", onClick: () => setCreating(true) }}
       />
-      <ErrorMessage error={error} className="mb-4" />
       <ErrorMessage error={switchError} className="mb-4" />
       <Card>
         {envs.length === 0 ? (
@@ -71,63 +63,37 @@ export function EnvironmentsPage() {
 function CreateEnvironment({ open, onClose }: { open: boolean; onClose: () => void }) {
   const s = useSession();
   const [name, setName] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const [created, setCreated] = useState<{ name: string; clientId: string; secret: string } | null>(null);
-  const close = () => {
-    setName("");
-    setError(null);
-    setCreated(null);
-    onClose();
-  };
   return (
-    <Modal open={open} onClose={close} title={created ? "Environment created" : "New environment"}>
-      {created ? (
-        <div className="space-y-4">
+    <CreateDialog
+      open={open}
+      onClose={onClose}
+      title="New environment"
+      createdTitle="Environment created"
+      submitLabel="Create environment"
+      reset={() => setName("")}
+      create={async () => {
+        if (!/^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$/.test(name)) {
+          throw new Error("A name is 1 to 63 letters, digits, '-' or '_', starting with a letter or digit.");
+        }
+        const res = await identity.createEnvironment({ name });
+        // The secret must be shown whatever happens next; the environment list follows the
+        // identity stream anyway, so a failed refresh of the session only delays the switch.
+        await s.refresh().catch(() => undefined);
+        return { name, clientId: res.adminCredential?.clientId ?? "", secret: res.adminClientSecret };
+      }}
+      shown={(created) => (
+        <>
           <p className="text-sm text-slate-600">
             <strong>{created.name}</strong> exists{s.isUser ? " and you are its Organization Admin" : ""}. Its admin credential{" "}
             <code className="font-mono">{created.clientId}</code> has this secret, shown only this once:
           </p>
           <SecretBox value={created.secret} testid="secret-value" copyTestid="copy-secret" />
-          <div className="flex justify-end">
-            <Button variant="primary" onClick={close}>
-              Done
-            </Button>
-          </div>
-        </div>
-      ) : (
-        <form
-          className="space-y-4"
-          onSubmit={async (e) => {
-            e.preventDefault();
-            setError(null);
-            if (!/^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$/.test(name)) {
-              return setError("A name is 1 to 63 letters, digits, '-' or '_', starting with a letter or digit.");
-            }
-            setBusy(true);
-            try {
-              const res = await identity.createEnvironment({ name });
-              setCreated({ name, clientId: res.adminCredential?.clientId ?? "", secret: res.adminClientSecret });
-              await s.refresh();
-            } catch (err) {
-              setError(err);
-            } finally {
-              setBusy(false);
-            }
-          }}
-        >
-          <Field label="Name" hint="Letters, digits, '-' and '_'.">
-            <input className={inputClass} value={name} onChange={(e) => setName(e.target.value)} placeholder="staging" autoFocus />
-          </Field>
-          <ErrorMessage error={error} />
-          <div className="flex justify-end gap-2">
-            <Button onClick={close}>Cancel</Button>
-            <Button type="submit" variant="primary" disabled={busy}>
-              Create environment
-            </Button>
-          </div>
-        </form>
+        </>
       )}
-    </Modal>
+    >
+      <Field label="Name" hint="Letters, digits, '-' and '_'.">
+        <input className={inputClass} value={name} onChange={(e) => setName(e.target.value)} placeholder="staging" autoFocus />
+      </Field>
+    </CreateDialog>
   );
 }

@@ -1,7 +1,7 @@
 import { useEffect, useState } from "react";
 import { identity, errorText } from "../api";
 import type { GetInvitationResponse } from "../gen/sortie/identity/v1/identity_pb";
-import { Button, ErrorMessage, Field, Notice, inputClass } from "../components/ui";
+import { Button, ErrorMessage, Field, Notice, inputClass, submitting, useAction } from "../components/ui";
 import { AuthFrame } from "./AuthFrame";
 import { startSignIn } from "../auth";
 import { when } from "../time";
@@ -21,9 +21,17 @@ export function InvitePage() {
   const [name, setName] = useState("");
   const [password, setPassword] = useState("");
   const [repeat, setRepeat] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
   const [accepted, setAccepted] = useState("");
+  const accept = useAction(async () => {
+    if (!inv) return;
+    if (!inv.existingUser) {
+      if (password.length < 12) throw new Error("The password must have at least 12 characters.");
+      if (password !== repeat) throw new Error("The passwords differ.");
+    }
+    const res = await identity.acceptInvitation({ token, name: inv.existingUser ? "" : name, password });
+    history.replaceState(null, "", location.pathname);
+    setAccepted(res.login);
+  });
 
   useEffect(() => {
     const onHash = () => {
@@ -64,27 +72,7 @@ export function InvitePage() {
           </Button>
         </div>
       ) : (
-        <form
-          className="space-y-4"
-          onSubmit={async (e) => {
-            e.preventDefault();
-            setError(null);
-            if (!inv.existingUser) {
-              if (password.length < 12) return setError("The password must have at least 12 characters.");
-              if (password !== repeat) return setError("The passwords differ.");
-            }
-            setBusy(true);
-            try {
-              const res = await identity.acceptInvitation({ token, name: inv.existingUser ? "" : name, password });
-              history.replaceState(null, "", location.pathname);
-              setAccepted(res.login);
-            } catch (err) {
-              setError(err);
-            } finally {
-              setBusy(false);
-            }
-          }}
-        >
+        <form className="space-y-4" onSubmit={submitting(accept.run)}>
           <p className="text-sm text-slate-600">
             <strong>{inv.email}</strong> is invited to <strong>{inv.envName}</strong> of {inv.orgName} with the roles{" "}
             {inv.roles.join(", ")}. The link works until {when(inv.expireTime)}.
@@ -106,8 +94,8 @@ export function InvitePage() {
               </Field>
             </>
           )}
-          <ErrorMessage error={error} />
-          <Button type="submit" variant="primary" className="w-full" disabled={busy}>
+          <ErrorMessage error={accept.error} />
+          <Button type="submit" variant="primary" className="w-full" disabled={accept.busy}>
             Accept invitation
           </Button>
         </form>

@@ -3,7 +3,7 @@ import { identity } from "../api";
 import { useSession } from "../session";
 import { useGrantableRoles, useIdentity } from "../identityStream";
 import type { Invitation, User } from "../gen/sortie/identity/v1/identity_pb";
-import { Button, Card, CardHeader, Confirm, EmptyState, ErrorMessage, Field, Modal, PageHeader, RolePicker, SecretBox, StreamIndicator, Table, Tag, inputClass, td } from "../components/ui";
+import { Button, Card, CardHeader, Confirm, CreateDialog, EmptyState, ErrorMessage, Field, LivePageHeader, NotPermitted, RolePicker, SecretBox, Table, Tag, inputClass, td } from "../components/ui";
 import { when } from "../time";
 
 export function UsersPage() {
@@ -18,25 +18,15 @@ export function UsersPage() {
 
   return (
     <>
-      <PageHeader
+      <LivePageHeader
         title="Users"
         description={`People who are members of environment ${s.envName}, and pending invitations.`}
-        actions={
-          <>
-            <StreamIndicator reconnecting={reconnecting} />
-            {allowed && (
-              <Button variant="primary" onClick={() => setInviting(true)}>
-                Invite user
-              </Button>
-            )}
-          </>
-        }
+        reconnecting={reconnecting}
+        error={error}
+        action={allowed && { label: "Invite user", onClick: () => setInviting(true) }}
       />
-      <ErrorMessage error={error} className="mb-4" />
       {!allowed ? (
-        <Card>
-          <EmptyState title="Your roles cannot manage users">Managing users needs the manage:tenant scope (Organization Admin).</EmptyState>
-        </Card>
+        <NotPermitted title="Your roles cannot manage users">Managing users needs the manage:tenant scope (Organization Admin).</NotPermitted>
       ) : (
         <>
           <Card className="mb-6">
@@ -137,63 +127,37 @@ function InviteDialog({ open, onClose }: { open: boolean; onClose: () => void })
   const { roles, error: rolesError } = useGrantableRoles();
   const [email, setEmail] = useState("");
   const [picked, setPicked] = useState<string[]>([]);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const [link, setLink] = useState("");
-  const close = () => {
-    setEmail("");
-    setPicked([]);
-    setError(null);
-    setLink("");
-    onClose();
-  };
   return (
-    <Modal open={open} onClose={close} title={link ? "Invitation created" : "Invite a user"}>
-      {link ? (
-        <div className="space-y-4">
+    <CreateDialog
+      open={open}
+      onClose={onClose}
+      title="Invite a user"
+      createdTitle="Invitation created"
+      submitLabel="Create invitation"
+      reset={() => {
+        setEmail("");
+        setPicked([]);
+      }}
+      create={async () => {
+        if (!email.includes("@")) throw new Error("Enter the person's email address.");
+        if (picked.length === 0) throw new Error("Pick at least one role.");
+        const res = await identity.createInvitation({ email: email.trim(), roles: picked });
+        return res.url;
+      }}
+      shown={(link) => (
+        <>
           <p className="text-sm text-slate-600">
             Send this link to <strong>{email}</strong>. It is shown only this once.
           </p>
           <SecretBox value={link} testid="invitation-link" copyTestid="copy-invitation-link" />
-          <div className="flex justify-end">
-            <Button variant="primary" onClick={close}>
-              Done
-            </Button>
-          </div>
-        </div>
-      ) : (
-        <form
-          className="space-y-4"
-          onSubmit={async (e) => {
-            e.preventDefault();
-            setError(null);
-            if (!email.includes("@")) return setError("Enter the person's email address.");
-            if (picked.length === 0) return setError("Pick at least one role.");
-            setBusy(true);
-            try {
-              const res = await identity.createInvitation({ email: email.trim(), roles: picked });
-              setLink(res.url);
-            } catch (err) {
-              setError(err);
-            } finally {
-              setBusy(false);
-            }
-          }}
-        >
-          <Field label="Email">
-            <input type="email" className={inputClass} value={email} onChange={(e) => setEmail(e.target.value)} placeholder="name@example.com" autoFocus />
-          </Field>
-          <ErrorMessage error={rolesError} />
-          <RolePicker roles={roles} value={picked} onChange={setPicked} />
-          <ErrorMessage error={error} />
-          <div className="flex justify-end gap-2">
-            <Button onClick={close}>Cancel</Button>
-            <Button type="submit" variant="primary" disabled={busy}>
-              Create invitation
-            </Button>
-          </div>
-        </form>
+        </>
       )}
-    </Modal>
+    >
+      <Field label="Email">
+        <input type="email" className={inputClass} value={email} onChange={(e) => setEmail(e.target.value)} placeholder="name@example.com" autoFocus />
+      </Field>
+      <ErrorMessage error={rolesError} />
+      <RolePicker roles={roles} value={picked} onChange={setPicked} />
+    </CreateDialog>
   );
 }
