@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -69,6 +70,9 @@ var ErrInUse = errors.New("data file is in use by another process")
 // Store is the embedded store. It implements store.Store and is safe for concurrent use.
 type Store struct {
 	db *bolt.DB
+
+	sweepMu sync.Mutex
+	sweptAt map[string]time.Time // ticket kind -> when PutTicket last removed its expired ones
 }
 
 var _ store.Store = (*Store)(nil)
@@ -102,7 +106,7 @@ func Open(path string) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open %s: create buckets: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, sweptAt: map[string]time.Time{}}, nil
 }
 
 // Path returns the data file's path.

@@ -201,8 +201,12 @@ func liveTicket(tx *bolt.Tx, kind, id string, now time.Time) (store.Ticket, erro
 	return t, nil
 }
 
-// PutTicket implements store.Tickets. It also removes the kind's expired tickets: the bucket
-// is scanned on every put, which suits the few live tickets one machine has.
+// ticketSweepInterval is how often PutTicket removes a kind's expired tickets.
+const ticketSweepInterval = time.Minute
+
+// PutTicket implements store.Tickets. Once a ticketSweepInterval per kind it also removes the
+// kind's expired tickets (reads ignore them meanwhile), so a put costs one lookup, not a scan
+// of every session of the server.
 func (s *Store) PutTicket(ctx context.Context, t store.Ticket) error {
 	now := time.Now()
 	err := record.CheckTicket(t, now)
@@ -216,24 +220,11 @@ func (s *Store) PutTicket(ctx context.Context, t store.Ticket) error {
 			if err != nil {
 				return err
 			}
-			var expired [][]byte
-			err = b.ForEach(func(k, raw []byte) error {
-				old, err := record.DecodeTicket(raw, t.Kind, string(k))
-				if err != nil {
-					return err
-				}
-				if !old.ExpiresAt.After(now) {
-					expired = append(expired, bytes.Clone(k))
-				} else if string(k) == t.ID {
-					return store.ErrConflict
-				}
-				return nil
-			})
-			if err != nil {
-				return err
+			if _, err := liveTicket(tx, t.Kind, t.ID, now); err == nil {
+				return store.ErrConflict
 			}
-			for _, k := range expired {
-				if err := b.Delete(k); err != nil {
+			if s.sweepDue(t.Kind, now) {
+				if err := sweepTickets(b, t.Kind, now); err != nil {
 					return err
 				}
 			}
@@ -242,6 +233,39 @@ func (s *Store) PutTicket(ctx context.Context, t store.Ticket) error {
 	}
 	if err != nil {
 		return fmt.Errorf("put %s ticket: %w", t.Kind, err)
+	}
+	return nil
+}
+
+// sweepDue reports whether kind's expired tickets were last removed a ticketSweepInterval
+// ago or more, and if so counts them as removed now.
+func (s *Store) sweepDue(kind string, now time.Time) bool {
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
+	if last, ok := s.sweptAt[kind]; ok && now.Sub(last) < ticketSweepInterval {
+		return false
+	}
+	s.sweptAt[kind] = now
+	return true
+}
+
+// sweepTickets deletes b's tickets that expired by now. A ticket that cannot be read is
+// expired too: no read could ever return it.
+func sweepTickets(b *bolt.Bucket, kind string, now time.Time) error {
+	var expired [][]byte
+	err := b.ForEach(func(k, raw []byte) error {
+		if old, err := record.DecodeTicket(raw, kind, string(k)); err != nil || !old.ExpiresAt.After(now) {
+			expired = append(expired, bytes.Clone(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range expired {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
 	}
 	return nil
 }
