@@ -124,7 +124,7 @@ func (s *Service) ListUsers(ctx context.Context, p Principal) ([]store.User, err
 
 // updateUser applies change to the stored user and writes it back, reading and retrying
 // when another writer got there first. change returns false to leave the user as it is. A
-// user change leaves with no membership is deleted, on the same revision check, so a
+// user that change leaves without memberships is deleted, on the same revision check, so a
 // membership another writer adds meanwhile is never deleted with it.
 func (s *Service) updateUser(ctx context.Context, orgID, id string, change func(*store.User) (bool, error)) (store.User, error) {
 	for attempt := 0; ; attempt++ {

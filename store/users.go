@@ -58,10 +58,9 @@ type Users interface {
 	// ListUsers returns the organization's users ordered by Login.
 	ListUsers(ctx context.Context, orgID string) ([]User, error)
 	// UpdateUser replaces Name, PasswordHash, External, Memberships, TokensNotBefore and
-	// UpdatedAt if the
-	// stored Revision is u.Revision, and returns the user with its new Revision. ErrStale when
-	// the revision moved on, ErrNotFound when the user does not exist. ID, OrgID, Login and
-	// CreatedAt never change.
+	// UpdatedAt if the stored Revision is u.Revision, and returns the user with its new
+	// Revision. ErrStale when the revision moved on, ErrNotFound when the user does not exist.
+	// ID, OrgID, Login and CreatedAt never change.
 	UpdateUser(ctx context.Context, u User) (User, error)
 	// DeleteUser removes the user (freeing the login) if the stored Revision is revision:
 	// ErrStale when the revision moved on (someone changed the user since the caller read
