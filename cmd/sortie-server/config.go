@@ -5,56 +5,26 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/sortie-dev/sortie/cmd/internal/controlplane"
 	"github.com/sortie-dev/sortie/cmd/internal/flagenv"
 	"github.com/sortie-dev/sortie/cmd/internal/version"
 	"github.com/sortie-dev/sortie/identity"
 )
-
-// config is sortie-server's configuration, parsed once from flags and SORTIE_* variables.
-type config struct {
-	Addr          string
-	PublicURL     string
-	DataDir       string
-	RedisURL      string
-	RedisCluster  bool // RedisURL names a Redis Cluster, in redis.ParseClusterURL's form
-	MasterKeyFile string
-	TLSCert       string
-	TLSKey        string
-	TokenTTL      time.Duration
-	SessionTTL    time.Duration
-	SessionMaxAge time.Duration
-	KeyRotation   time.Duration
-	Audiences     []string
-	LogLevel      slog.Level
-
-	AgentGracePeriod time.Duration
-	AgentHeartbeat   time.Duration
-
-	MaxConnsPerIP      int
-	HubMaxStreamsPerIP int
-
-	PipelineRetention time.Duration
-	PipelineLeaseTTL  time.Duration
-	PipelineResync    time.Duration
-
-	OIDC identity.SSOConfig // single sign-on (sso.go)
-}
 
 // defaultAudience is the audience Armory clients ask tokens for.
 const defaultAudience = "https://api.cloud.armory.io"
 
 // parseConfig parses args and the environment; --version prints to stdout and returns
 // version.ErrShown.
-func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
+func parseConfig(args []string, stdout, stderr io.Writer) (controlplane.Config, error) {
 	fs := flag.NewFlagSet("sortie-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var c config
+	var c controlplane.Config
 	var audiences, logLevel string
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address (one port for REST, Connect, OIDC, health and metrics)")
 	fs.StringVar(&c.PublicURL, "public-url", "", "external base URL: token issuer and links (default http(s)://<addr>)")
@@ -83,45 +53,45 @@ func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
 		fs.PrintDefaults()
 	}
 	if err := flagenv.Parse(fs, "SORTIE_", args, "version"); err != nil {
-		return config{}, err
+		return controlplane.Config{}, err
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "sortie-server", version.String())
-		return config{}, version.ErrShown
+		return controlplane.Config{}, version.ErrShown
 	}
 	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return controlplane.Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
-		return config{}, fmt.Errorf("--log-level: %w", err)
+		return controlplane.Config{}, fmt.Errorf("--log-level: %w", err)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return config{}, errors.New("--tls-cert and --tls-key go together")
+		return controlplane.Config{}, errors.New("--tls-cert and --tls-key go together")
 	}
 	if c.TokenTTL < 5*time.Second || c.KeyRotation < time.Minute {
-		return config{}, errors.New("--token-ttl must be at least 5s and --key-rotation at least 1m")
+		return controlplane.Config{}, errors.New("--token-ttl must be at least 5s and --key-rotation at least 1m")
 	}
 	if c.SessionTTL < 5*time.Second || c.SessionMaxAge < c.SessionTTL {
-		return config{}, errors.New("--session-ttl must be at least 5s and --session-max-age at least --session-ttl")
+		return controlplane.Config{}, errors.New("--session-ttl must be at least 5s and --session-max-age at least --session-ttl")
 	}
 	if c.MaxConnsPerIP < 0 || c.HubMaxStreamsPerIP < 0 {
-		return config{}, errors.New("--max-conns-per-ip and --hub-max-streams-per-ip must be 0 (no cap) or more")
+		return controlplane.Config{}, errors.New("--max-conns-per-ip and --hub-max-streams-per-ip must be 0 (no cap) or more")
 	}
 	if c.PipelineRetention < time.Minute || c.PipelineLeaseTTL < time.Second || c.PipelineResync < 100*time.Millisecond {
-		return config{}, errors.New("--pipeline-retention must be at least 1m, --pipeline-lease-ttl at least 1s and --pipeline-resync at least 100ms")
+		return controlplane.Config{}, errors.New("--pipeline-retention must be at least 1m, --pipeline-lease-ttl at least 1s and --pipeline-resync at least 100ms")
 	}
 	if c.AgentHeartbeat < 100*time.Millisecond || c.AgentGracePeriod < 0 {
-		return config{}, errors.New("--hub-heartbeat must be at least 100ms and --hub-grace-period not negative")
+		return controlplane.Config{}, errors.New("--hub-heartbeat must be at least 100ms and --hub-grace-period not negative")
 	}
 	if c.RedisURL != "" {
 		var err error
 		if c.RedisURL, c.RedisCluster, err = parseRedisURL(c.RedisURL); err != nil {
-			return config{}, err
+			return controlplane.Config{}, err
 		}
 	}
 	var err error
 	if c.OIDC, err = oidc.check(); err != nil {
-		return config{}, err
+		return controlplane.Config{}, err
 	}
 	if c.MasterKeyFile == "" {
 		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
@@ -129,7 +99,7 @@ func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return config{}, fmt.Errorf("--public-url must be an absolute http(s) URL, got %q", c.PublicURL)
+			return controlplane.Config{}, fmt.Errorf("--public-url must be an absolute http(s) URL, got %q", c.PublicURL)
 		}
 		c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	}

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -99,20 +97,4 @@ func (f *oidcFlags) check() (identity.SSOConfig, error) {
 		}
 	}
 	return c, nil
-}
-
-// ssoOptions returns the gateway option of single sign-on, when configured: it checks the
-// mapping against the store (the mapped environments must exist). The provider itself is
-// contacted on first use, so a provider that is down does not stop the server.
-func ssoOptions(ctx context.Context, log *slog.Logger, id *identity.Service, c identity.SSOConfig, baseURL string) ([]gateway.Option, error) {
-	if c.Issuer == "" {
-		return nil, nil
-	}
-	c.RedirectURL = baseURL + gateway.SSOCallbackPath
-	o, err := id.NewSSO(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("single sign-on configured", "issuer", c.Issuer, "name", o.Name(), "redirect_uri", baseURL+gateway.SSOCallbackPath)
-	return []gateway.Option{gateway.WithSSO(o)}, nil
 }
